@@ -79,7 +79,7 @@ def client_from_context(
         data, partition_spec(cfg, num_partitions), pid, test_fraction=cfg.test_fraction,
         local_test=cfg.local_test,
         noise=plan, batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size,
-        seed=cfg.seed,
+        seed=cfg.seed, max_train=cfg.max_client_samples,
     )
     model = model_from_config(cfg, data.input_shape, data.num_classes)
     return FedPruneClient(
@@ -93,6 +93,7 @@ def client_from_context(
         metrics={wire.CLIENT_ID: pid, wire.NOISE_RATE: local.noise_rate},
         # the seeded initial weights, identical to the server's (LotteryFL's rewinding)
         initial_state={k: v.detach().clone() for k, v in model.state_dict().items()},
+        input_shape=data.input_shape,
     )
 
 

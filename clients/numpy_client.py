@@ -27,6 +27,7 @@ from torch import nn
 
 from fedprune import wire
 from fedprune.dst import ReadjustReport, readjust_hook
+from fedprune.flops import layer_macs, training_flops
 from fedprune.masks import layer_budgets, prune_by_magnitude
 from fedprune.seeds import derive_seed
 from fedprune.training import StepState, TrainConfig, evaluate, train
@@ -47,6 +48,9 @@ class FedPruneClient(NumPyClient):
     seed : base seed; each round trains with a seed derived from (seed, round)
     metrics : extra scalars reported with every fit (e.g. ``client-id``)
     initial_state : the model's initial weights (LotteryFL rewinds kept weights to them)
+    input_shape : one example's shape (no batch dimension); when given, every fit
+        reports its training FLOPs under the mask (``train-flops``) and dense
+        (``dense-flops``), counted by :mod:`fedprune.flops`
     """
 
     def __init__(
@@ -60,6 +64,7 @@ class FedPruneClient(NumPyClient):
         seed: int = 0,
         metrics: dict[str, int | float] | None = None,
         initial_state: dict[str, torch.Tensor] | None = None,
+        input_shape: tuple[int, ...] | None = None,
     ) -> None:
         self.model = model
         self.trainloader = trainloader
@@ -75,6 +80,7 @@ class FedPruneClient(NumPyClient):
         self.sq_grads: dict[str, torch.Tensor] = {}
         self._keys = list(model.state_dict().keys())
         self.initial_state = initial_state
+        self._macs = layer_macs(model, tuple(input_shape)) if input_shape is not None else None
 
     # -- parameters ----------------------------------------------------------
     def get_parameters(self, config: dict[str, Any]) -> list[np.ndarray]:
@@ -132,6 +138,10 @@ class FedPruneClient(NumPyClient):
             metrics[wire.PRUNED] = pruned
         if reports:
             metrics[wire.DST_MOVED] = sum(sum(r.moved.values()) for r in reports)
+        if self._macs is not None:
+            seen = result.num_examples * cfg.epochs
+            metrics[wire.TRAIN_FLOPS] = float(training_flops(self._macs, seen, self.masks))
+            metrics[wire.DENSE_FLOPS] = float(training_flops(self._macs, seen))
         self.model.to("cpu")
         return self.get_parameters({}), result.num_examples, metrics
 

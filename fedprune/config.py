@@ -44,6 +44,7 @@ class RunConfig:
     weight_decay: float = 0.0
     batch_size: int = 32
     eval_batch_size: int = 1000
+    eval_samples: int = 0
     dataset: str = "mnist-mini"
     partitioner: str = "iid"
     dirichlet_alpha: float = 0.3
@@ -51,6 +52,7 @@ class RunConfig:
     shard_size: int = 20
     shards_per_client: int = 2
     test_fraction: float = 0.2
+    max_client_samples: int = 0
     local_test: str = "split"
     noise_type: str = "none"
     noise_fraction: float = 0.0
@@ -158,11 +160,13 @@ class RunConfig:
             (self.weight_decay >= 0, "weight-decay", "must be >= 0"),
             (self.batch_size >= 1, "batch-size", "must be >= 1"),
             (self.eval_batch_size >= 1, "eval-batch-size", "must be >= 1"),
+            (self.eval_samples >= 0, "eval-samples", "must be >= 0 (0 = the whole test set)"),
             (self.dirichlet_alpha > 0, "dirichlet-alpha", "must be > 0"),
             (self.classes_per_client >= 1, "classes-per-client", "must be >= 1"),
             (self.shard_size >= 1, "shard-size", "must be >= 1"),
             (self.shards_per_client >= 1, "shards-per-client", "must be >= 1"),
             (0.0 <= self.test_fraction < 1.0, "test-fraction", "must be in [0, 1)"),
+            (self.max_client_samples >= 0, "max-client-samples", "must be >= 0 (0 = no cap)"),
             (self.local_test in ("split", "classes"), "local-test", "must be 'split' or 'classes'"),
             (self.noise_type in NOISE_TYPES, "noise-type", f"must be one of {NOISE_TYPES}"),
             (0.0 <= self.noise_fraction <= 1.0, "noise-fraction", "must be in [0, 1]"),

@@ -40,6 +40,8 @@ LOTTERY_THRESHOLD = "lottery-threshold"  # LotteryFL: validation accuracy needed
 PRUNED = "pruned"  # metric: 1 if the client pruned this round
 LOSS_FIRST = "loss-first"  # metric: loss of the first local step
 LOSS_LAST = "loss-last"  # metric: mean loss of the last local epoch
+TRAIN_FLOPS = "train-flops"  # metric: local training FLOPs under the client's masks
+DENSE_FLOPS = "dense-flops"  # metric: the same training on the dense model
 
 
 def state_to_numpy(state: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:

@@ -44,7 +44,9 @@ class RecordingMixin:
     """Adds per-round accounting to a Message-API strategy (put it first in the bases).
 
     Records ``bytes_down`` (every message ``configure_train`` builds),
-    ``bytes_up`` (every reply that carries content), ``clients`` (replies
+    ``bytes_up`` (every reply that carries content), ``client_flops`` and
+    ``dense_client_flops`` (the training FLOPs the clients report, under their
+    masks and dense), ``clients`` (replies
     without error; strategies that validate overwrite it with the accepted
     count), ``aggregate_s`` (server time in ``aggregate_train``), the
     clients' reported noise rates, and the centralized metrics that
@@ -88,10 +90,20 @@ class RecordingMixin:
         self.recorder.add(
             server_round, bytes_up=sum(payload_bytes(r.content) for r in ok), clients=len(ok)
         )
+        flops = {wire.TRAIN_FLOPS: 0.0, wire.DENSE_FLOPS: 0.0}
         for r in ok:
             m = r.content.metric_records.get(wire.METRICS)
-            if m is not None and wire.CLIENT_ID in m and wire.NOISE_RATE in m:
+            if m is None:
+                continue
+            if wire.CLIENT_ID in m and wire.NOISE_RATE in m:
                 self.recorder.note_noise(int(m[wire.CLIENT_ID]), float(m[wire.NOISE_RATE]))
+            for k in flops:
+                v = m.get(k)
+                if isinstance(v, (int, float)) and np.isfinite(v) and v >= 0:
+                    flops[k] += float(v)
+        if flops[wire.DENSE_FLOPS] > 0:  # the work the clients did, accepted or not
+            self.recorder.add(server_round, client_flops=flops[wire.TRAIN_FLOPS],
+                              dense_client_flops=flops[wire.DENSE_FLOPS])
         t0 = time.perf_counter()
         out = super().aggregate_train(server_round, replies)  # type: ignore[misc]
         self.recorder.add(server_round, aggregate_s=round(time.perf_counter() - t0, 4))

@@ -138,6 +138,8 @@ class RoundRecorder:
             "best_accuracy": max(accs) if accs else None,
             "total_bytes_up": sum(r["bytes_up"] for r in rounds),
             "total_bytes_down": sum(r["bytes_down"] for r in rounds),
+            "total_client_flops": sum(r.get("client_flops", 0.0) for r in rounds),
+            "total_dense_client_flops": sum(r.get("dense_client_flops", 0.0) for r in rounds),
             "wall_s": round(time.monotonic() - self._t_run, 3),
         }
         return {

@@ -190,7 +190,8 @@ def run(grid: Grid, cfg: RunConfig) -> RoundRecorder:
     model = model_from_config(cfg, data.input_shape, data.num_classes)
     recorder = RoundRecorder(cfg.results_dir, cfg.to_dict(), cfg.num_server_rounds)
     strategy = build_strategy(cfg, recorder, model)
-    evaluate_fn = centralized_evaluate(model, test_loader(data, cfg.eval_batch_size), device)
+    evaluate_fn = centralized_evaluate(
+        model, test_loader(data, cfg.eval_batch_size, cfg.eval_samples, cfg.seed), device)
     if isinstance(strategy, FedPrune):
         strategy.dense_evaluate = lambda state: evaluate_fn(
             0, ArrayRecord({k: Array(v) for k, v in state.items()})

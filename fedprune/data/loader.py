@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from fedprune.data.datasets import ImageData
@@ -86,6 +87,7 @@ def client_data(
     batch_size: int,
     eval_batch_size: int,
     seed: int,
+    max_train: int = 0,
 ) -> ClientData:
     """Client ``client``'s train / local-test loaders, with its label noise applied.
 
@@ -95,6 +97,9 @@ def client_data(
     ``local_test``: ``split`` holds out ``test_fraction`` of the client's own
     data; ``classes`` trains on all of it and tests on every centralized test
     image of the classes the client holds (LotteryFL / FedDST's protocol).
+
+    ``max_train`` > 0 keeps a seeded random subset of at most that many
+    training examples (the local test split is taken first, from all of them).
     """
     if not 0 <= client < spec.num_partitions:
         raise ValueError(f"partition-id {client} out of range [0, {spec.num_partitions})")
@@ -105,6 +110,9 @@ def client_data(
         tr, te = train_test_split(parts[client], test_fraction, seed=derive_seed(seed, client, 1))
     else:
         raise ValueError(f"local-test must be 'split' or 'classes', got {local_test!r}")
+    if max_train and len(tr) > max_train:
+        rng = np.random.default_rng(derive_seed(seed, client, 4))
+        tr = np.sort(rng.choice(tr, size=max_train, replace=False))
     y_tr = data.y_train[tr].numpy()
     y_noisy, realised = corrupt_labels(
         y_tr, data.num_classes, noise.kind, noise.rate(client), seed=derive_seed(seed, client, 2)
@@ -123,6 +131,11 @@ def client_data(
     return ClientData(train=train, test=test, num_train=len(tr), noise_rate=realised)
 
 
-def test_loader(data: ImageData, batch_size: int) -> TensorLoader:
-    """The centralized test set."""
-    return TensorLoader(data.x_test, data.y_test, data.mean, data.std, batch_size)
+def test_loader(data: ImageData, batch_size: int, samples: int = 0, seed: int = 0) -> TensorLoader:
+    """The centralized test set, or a fixed seeded subset of ``samples`` images (0 = all)."""
+    x, y = data.x_test, data.y_test
+    if samples and samples < len(y):
+        keep = np.sort(np.random.default_rng(derive_seed(seed, 0x7E57)).choice(
+            len(y), size=samples, replace=False))
+        x, y = x[keep], y[keep]
+    return TensorLoader(x, y, data.mean, data.std, batch_size)

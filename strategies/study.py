@@ -1,0 +1,148 @@
+"""``fedprune-study``: run every configuration and seed of study files, resumably.
+
+    fedprune-study conf/study/compare-mnist.yaml                 # all runs x seeds
+    fedprune-study conf/study/*.yaml --seeds 0 --only fedprune    # a subset
+    fedprune-study conf/study/sweep-sparsity.yaml --dry-run       # list the jobs
+    fedprune-study conf/study/compare-mnist.yaml --engine flwr    # through `flwr run`
+
+Each job (run x grid point x seed, see :func:`fedprune.experiments.load_study`)
+writes ``<out>/<study>/<run>/seed-<s>/results.json`` and its log next to it.
+A job whose results.json already holds every round is skipped, so a study
+that was stopped resumes where it was. Each job runs in a fresh Python
+process (a fresh Ray), so one failing job does not take the others down; the
+failures are listed at the end and the exit status is 1. Summarise with
+``fedprune-summary <out>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from fedprune.config import ConfigError
+from fedprune.experiments import Experiment, Job, load_study
+from strategies.run import parse_set
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def is_complete(results: Path, rounds: int) -> bool:
+    """Whether ``results`` (a results.json) exists and holds all ``rounds`` rounds."""
+    try:
+        done = json.loads(results.read_text())["summary"]["rounds_completed"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return int(done) >= rounds
+
+
+def job_rounds(job: Job) -> int:
+    from fedprune.config import RunConfig
+
+    return RunConfig.from_mapping(job.overrides).num_server_rounds
+
+
+def run_job(job: Job, out: Path, engine: str, app_dir: Path) -> int:
+    """Run one job in a child process; its output goes to ``<out>/log.txt``. Returns the exit code."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "job.json").write_text(json.dumps(
+        {"study": job.study, "run": job.run, "seed": job.seed, "labels": job.labels,
+         "num-supernodes": job.num_supernodes, "overrides": job.overrides}, indent=1))
+    stale = out / "results.json"
+    if stale.exists():  # an interrupted run: start it over
+        stale.unlink()
+    cmd = [sys.executable, "-m", "strategies.study", "--one", str(out / "job.json"),
+           "--engine", engine, "--app-dir", str(app_dir)]
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "FLWR_TELEMETRY_ENABLED": "0",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    with open(out / "log.txt", "w") as log:
+        return subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                              cwd=ROOT).returncode
+
+
+def _one(job_file: Path, engine: str, app_dir: Path) -> None:
+    """Child process: run the job described in ``job_file`` (written by :func:`run_job`)."""
+    from strategies.run import run_flwr_engine, run_simulation_engine
+
+    spec = json.loads(job_file.read_text())
+    exp = Experiment(path=job_file, overrides=spec["overrides"],
+                     federation={"num-supernodes": spec["num-supernodes"]})
+    out = job_file.parent.resolve()
+    if engine == "flwr":
+        run_flwr_engine(exp, out, app_dir)
+    else:
+        run_simulation_engine(exp, out)
+
+
+def _fmt_s(s: float) -> str:
+    return f"{s / 60:.1f} min" if s >= 90 else f"{s:.0f} s"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point."""
+    p = argparse.ArgumentParser(prog="fedprune-study", description=__doc__.splitlines()[0])
+    p.add_argument("files", nargs="*", type=Path, help="study YAML files (conf/study/*.yaml)")
+    p.add_argument("--out", type=Path, default=Path("results/study"), help="results root")
+    p.add_argument("--seeds", type=int, nargs="+", help="replace the files' seeds")
+    p.add_argument("--only", nargs="+", metavar="GLOB",
+                   help="run only jobs whose '<study>/<run>' matches one of these patterns")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a run-config key in every job (repeatable)")
+    p.add_argument("--engine", choices=("simulation", "flwr"), default="simulation")
+    p.add_argument("--app-dir", type=Path, default=ROOT, help="project folder (flwr engine)")
+    p.add_argument("--dry-run", action="store_true", help="list the jobs and their state")
+    p.add_argument("--one", type=Path, help=argparse.SUPPRESS)  # internal: run one job file
+    args = p.parse_args(argv)
+    if args.one:
+        _one(args.one, args.engine, args.app_dir.resolve())
+        return
+    if not args.files:
+        p.error("give at least one study file")
+    extra = parse_set(args.set)
+    try:
+        jobs = [j for f in args.files for j in load_study(f, extra, args.seeds)]
+    except (ConfigError, OSError) as exc:
+        raise SystemExit(f"fedprune-study: {exc}") from exc
+    if args.only:
+        jobs = [j for j in jobs if any(fnmatch.fnmatch(f"{j.study}/{j.run}", g) for g in args.only)]
+    if not jobs:
+        raise SystemExit("fedprune-study: no jobs match")
+    root = args.out.resolve()
+    todo = [j for j in jobs if not is_complete(root / j.key / "results.json", job_rounds(j))]
+    print(f"[fedprune-study] {len(jobs)} jobs, {len(jobs) - len(todo)} already done, "
+          f"{len(todo)} to run; results in {root}", flush=True)
+    if args.dry_run:
+        for j in jobs:
+            state = "todo" if j in todo else "done"
+            print(f"  {state:<4} {j.key}  ({j.num_supernodes} clients)")
+        return
+    failed, t_start = [], time.monotonic()
+    for i, job in enumerate(todo, 1):
+        out = root / job.key
+        print(f"[fedprune-study] [{i}/{len(todo)}] {job.key} ...", flush=True)
+        t0 = time.monotonic()
+        rc = run_job(job, out, args.engine, args.app_dir.resolve())
+        dt = time.monotonic() - t0
+        res = out / "results.json"
+        if rc != 0 or not is_complete(res, job_rounds(job)):
+            failed.append(job.key)
+            print(f"[fedprune-study]   FAILED (exit {rc}) after {_fmt_s(dt)}; see {out / 'log.txt'}",
+                  flush=True)
+            continue
+        s = json.loads(res.read_text())["summary"]
+        left = (time.monotonic() - t_start) / i * (len(todo) - i)
+        print(f"[fedprune-study]   done in {_fmt_s(dt)}: final acc {s['final_accuracy']:.4f}, "
+              f"best {s['best_accuracy']:.4f}, up {s['total_bytes_up'] / 1e6:.1f} MB"
+              f" (about {_fmt_s(left)} left)", flush=True)
+    if failed:
+        print("[fedprune-study] failed jobs:\n  " + "\n  ".join(failed), flush=True)
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
