@@ -32,6 +32,7 @@ from flwr.clientapp import ClientApp
 
 from clients.numpy_client import FedPruneClient
 from fedprune import codec, wire
+from fedprune.attacks import attackers, flip_labels
 from fedprune.config import RunConfig
 from fedprune.data import load_dataset
 from fedprune.data.loader import client_data
@@ -81,6 +82,14 @@ def client_from_context(
         noise=plan, batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size,
         seed=cfg.seed, max_train=cfg.max_client_samples,
     )
+    metrics = {wire.CLIENT_ID: pid, wire.NOISE_RATE: local.noise_rate}
+    attack = "none"
+    if cfg.attack != "none" and pid in attackers(num_partitions, cfg.attack_fraction, cfg.seed):
+        metrics[wire.ATTACKER] = 1
+        if cfg.attack == "label-flip":
+            local.train.y = torch.from_numpy(flip_labels(local.train.y.numpy(), data.num_classes))
+        else:
+            attack = cfg.attack
     model = model_from_config(cfg, data.input_shape, data.num_classes)
     return FedPruneClient(
         model, local.train, local.test,
@@ -90,10 +99,11 @@ def client_from_context(
         ),
         device=resolve_device(cfg.device),
         seed=derive_seed(cfg.seed, pid),
-        metrics={wire.CLIENT_ID: pid, wire.NOISE_RATE: local.noise_rate},
+        metrics=metrics,
         # the seeded initial weights, identical to the server's (LotteryFL's rewinding)
         initial_state={k: v.detach().clone() for k, v in model.state_dict().items()},
         input_shape=data.input_shape,
+        attack=attack, attack_scale=cfg.attack_scale,
     )
 
 

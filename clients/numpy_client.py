@@ -26,6 +26,7 @@ from flwr.client import NumPyClient
 from torch import nn
 
 from fedprune import wire
+from fedprune.attacks import UPDATE_ATTACKS, attack_update
 from fedprune.dst import ReadjustReport, readjust_hook
 from fedprune.flops import layer_macs, training_flops
 from fedprune.masks import layer_budgets, prune_by_magnitude
@@ -48,6 +49,9 @@ class FedPruneClient(NumPyClient):
     seed : base seed; each round trains with a seed derived from (seed, round)
     metrics : extra scalars reported with every fit (e.g. ``client-id``)
     initial_state : the model's initial weights (LotteryFL rewinds kept weights to them)
+    attack : ``none`` (honest) or an update attack of :mod:`fedprune.attacks`
+        (``sign-flip``, ``scale``, ``noise``) applied to what :meth:`fit` returns;
+        ``attack_scale`` is the factor of ``scale``
     input_shape : one example's shape (no batch dimension); when given, every fit
         reports its training FLOPs under the mask (``train-flops``) and dense
         (``dense-flops``), counted by :mod:`fedprune.flops`
@@ -65,6 +69,8 @@ class FedPruneClient(NumPyClient):
         metrics: dict[str, int | float] | None = None,
         initial_state: dict[str, torch.Tensor] | None = None,
         input_shape: tuple[int, ...] | None = None,
+        attack: str = "none",
+        attack_scale: float = 10.0,
     ) -> None:
         self.model = model
         self.trainloader = trainloader
@@ -80,6 +86,9 @@ class FedPruneClient(NumPyClient):
         self.sq_grads: dict[str, torch.Tensor] = {}
         self._keys = list(model.state_dict().keys())
         self.initial_state = initial_state
+        if attack not in ("none", *UPDATE_ATTACKS):
+            raise ValueError(f"client attack must be 'none' or one of {UPDATE_ATTACKS}, got {attack!r}")
+        self.attack, self.attack_scale = attack, attack_scale
         self._macs = layer_macs(model, tuple(input_shape)) if input_shape is not None else None
 
     # -- parameters ----------------------------------------------------------
@@ -102,6 +111,8 @@ class FedPruneClient(NumPyClient):
     ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
         """Train locally from ``parameters``; return (parameters, n, metrics)."""
         self.set_parameters(parameters)
+        received = ({k: np.array(p, copy=True) for k, p in zip(self._keys, parameters, strict=True)}
+                    if self.attack != "none" else None)
         cfg = self.train_config
         cfg = TrainConfig(
             epochs=int(config.get(wire.LOCAL_EPOCHS, cfg.epochs)),
@@ -143,7 +154,14 @@ class FedPruneClient(NumPyClient):
             metrics[wire.TRAIN_FLOPS] = float(training_flops(self._macs, seen, self.masks))
             metrics[wire.DENSE_FLOPS] = float(training_flops(self._macs, seen))
         self.model.to("cpu")
-        return self.get_parameters({}), result.num_examples, metrics
+        params = self.get_parameters({})
+        if received is not None:
+            masks = {k: m.detach().cpu().bool().numpy() for k, m in self.masks.items()}
+            attacked = attack_update(received, dict(zip(self._keys, params, strict=True)), self.attack,
+                                     scale=self.attack_scale, masks=masks,
+                                     seed=derive_seed(self.seed, rnd, 11))
+            params = [attacked[k] for k in self._keys]
+        return params, result.num_examples, metrics
 
     # -- personalised progressive pruning (LotteryFL, Sub-FedAvg) ------------
     def _prune(self, config: dict[str, Any]) -> int:

@@ -22,6 +22,7 @@ from typing import Any
 DATA_DIR_ENV = "FEDPRUNE_DATA_DIR"
 
 NOISE_TYPES = ("none", "symmetric", "pairflip")
+ATTACKS = ("none", "sign-flip", "scale", "noise", "label-flip")  # see fedprune.attacks
 DEVICES = ("cpu", "cuda", "auto")
 
 
@@ -58,6 +59,9 @@ class RunConfig:
     noise_fraction: float = 0.0
     noise_rate_min: float = 0.8
     noise_rate_max: float = 0.8
+    attack: str = "none"
+    attack_fraction: float = 0.0
+    attack_scale: float = 10.0
     model: str = "cnn-mnist"
     model_width: float = 1.0
     seed: int = 0
@@ -66,6 +70,8 @@ class RunConfig:
     proximal_mu: float = 0.01
     server_lr: float = 1.0
     server_momentum: float = 0.9
+    # Krum (Flower's): clients assumed malicious
+    krum_malicious: int = 0
     # PruneFL
     reconfig_interval: int = 5
     # LotteryFL / Sub-FedAvg
@@ -95,6 +101,7 @@ class RunConfig:
     resume: bool = False
     device: str = "cpu"
     round_timeout: float = 600.0
+    round_retries: int = 0
     # Keys a caller may add on top (for example a plug-in app's own keys) are
     # kept here untouched when ``allow_extra`` is set in ``from_mapping``.
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -176,10 +183,14 @@ class RunConfig:
                 "noise-rate-max",
                 "must be in [noise-rate-min, 1]",
             ),
+            (self.attack in ATTACKS, "attack", f"must be one of {ATTACKS}"),
+            (0.0 <= self.attack_fraction <= 1.0, "attack-fraction", "must be in [0, 1]"),
+            (self.attack_scale > 0, "attack-scale", "must be > 0"),
             (self.device in DEVICES, "device", f"must be one of {DEVICES}"),
             (0.0 < self.model_width <= 4.0, "model-width", "must be in (0, 4]"),
             (self.proximal_mu >= 0, "proximal-mu", "must be >= 0"),
             (self.server_lr > 0, "server-lr", "must be > 0"),
+            (self.krum_malicious >= 0, "krum-malicious", "must be >= 0"),
             (self.reconfig_interval >= 1, "reconfig-interval", "must be >= 1"),
             (0.0 < self.prune_rate < 1.0, "prune-rate", "must be in (0, 1)"),
             (0.0 <= self.lottery_threshold <= 1.0, "lottery-threshold", "must be in [0, 1]"),
@@ -200,6 +211,7 @@ class RunConfig:
             (0.0 <= self.cgsv_beta < 1.0, "cgsv-beta", "must be in [0, 1)"),
             (0.0 < self.cgsv_floor < 1.0, "cgsv-floor", "must be in (0, 1)"),
             (self.round_timeout > 0, "round-timeout", "must be > 0"),
+            (self.round_retries >= 0, "round-retries", "must be >= 0 (0 = skip the round)"),
             (self.checkpoint_every >= 0, "checkpoint-every", "must be >= 0 (0 = no checkpoints)"),
         ]
         for ok, key, why in checks:

@@ -151,7 +151,7 @@ def load_study(
     jobs = []
     for run, run_ov in runs.items():
         for point in itertools.product(*[a for _, a in axes]) if axes else [()]:
-            labels = {name: label for (name, _), (label, _) in zip(axes, point)}
+            labels = {name: label for (name, _), (label, _) in zip(axes, point, strict=True)}
             overrides = {**doc, **(run_ov or {})}
             for _, ov in point:
                 overrides.update(ov)

@@ -29,6 +29,7 @@ from fedprune.checkpoint import CheckpointError, join, save_checkpoint, split
 from strategies.results import RoundRecorder
 
 EvaluateFn = Callable[[int, ArrayRecord], MetricRecord | None]
+NO_REPLY = "no reply within round-timeout (timed out or dropped out)"
 
 
 def payload_bytes(content: RecordDict) -> int:
@@ -61,6 +62,9 @@ class RecordingMixin:
     checkpoint_every: int = 0
     _latest: ArrayRecord | None = None
     _total_rounds: int = 0
+    # (min-replies, retries, seed): retry rounds with too few replies (see RetryingGrid)
+    retry_policy: tuple[int, int, int] | None = None
+    _sent_nodes: set[int] = set()  # nodes that got this round's training messages
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -75,6 +79,7 @@ class RecordingMixin:
                 if wire.NOISE_RATE in info:
                     self.recorder.note_noise(cid, info[wire.NOISE_RATE])
         self.recorder.add(server_round, bytes_down=sum(payload_bytes(m.content) for m in messages))
+        self._sent_nodes = {m.metadata.dst_node_id for m in messages}
         return messages
 
     def aggregate_train(
@@ -86,6 +91,14 @@ class RecordingMixin:
         if directory is not None:  # arrival order varies; aggregate in client order
             replies.sort(key=lambda r: (directory.client_of.get(r.metadata.src_node_id, -1),
                                         r.metadata.src_node_id))
+        missing = self._sent_nodes - {r.metadata.src_node_id for r in replies}
+        if missing:  # sent work, got nothing back within round-timeout
+            who = {str(directory.client_of.get(n, n)) if directory is not None else str(n): NO_REPLY
+                   for n in sorted(missing)}
+            for c in who:
+                log(WARNING, "round %d: client %s: %s", server_round, c, NO_REPLY)
+            self.recorder.add(server_round, rejected=who)
+        self._sent_nodes = set()
         ok = [r for r in replies if not r.has_error()]
         self.recorder.add(
             server_round, bytes_up=sum(payload_bytes(r.content) for r in ok), clients=len(ok)
@@ -101,6 +114,13 @@ class RecordingMixin:
                 v = m.get(k)
                 if isinstance(v, (int, float)) and np.isfinite(v) and v >= 0:
                     flops[k] += float(v)
+        if directory is not None and not hasattr(self, "accept"):
+            # Flower's strategies: which sampled clients attacked (our strategies record
+            # these with the weight they gave them)
+            self.recorder.add(server_round, attacker_clients=sorted(
+                int(m[wire.CLIENT_ID]) for r in ok
+                if (m := r.content.metric_records.get(wire.METRICS)) is not None
+                and m.get(wire.ATTACKER) and wire.CLIENT_ID in m))
         if flops[wire.DENSE_FLOPS] > 0:  # the work the clients did, accepted or not
             self.recorder.add(server_round, client_flops=flops[wire.TRAIN_FLOPS],
                               dense_client_flops=flops[wire.DENSE_FLOPS])
@@ -167,6 +187,9 @@ class RecordingMixin:
                 self.save_checkpoint(rnd)
             return res
 
+        if self.retry_policy is not None:
+            min_replies, retries, seed = self.retry_policy
+            grid = RetryingGrid(grid, self, min_replies, retries, seed)  # type: ignore[assignment]
         result = super().start(  # type: ignore[misc]
             grid, initial_arrays, num_rounds, timeout, train_config, evaluate_config,
             evaluate_and_record,
@@ -291,3 +314,102 @@ class ClientDirectory:
         rng = np.random.default_rng([self.seed, server_round, stream])
         pick = np.sort(rng.choice(len(order), size=min(k, len(order)), replace=False))
         return [order[i] for i in pick]
+
+
+class RetryingGrid:
+    """A Grid that retries a training round when too few clients reply.
+
+    Wraps the Grid that ``Strategy.start`` uses (everything but
+    ``send_and_receive`` is passed through). When fewer than ``min_replies``
+    usable training replies arrive (a client raised, timed out, dropped out,
+    or sent a payload the strategy's ``reply_problem`` rejects), the
+    messages of the clients that failed are sent again, up to ``retries``
+    times within the same round. When all the failed messages
+    carry the same content (every strategy here except the personalised ones,
+    which send each client its own mask), they go to other clients, drawn
+    reproducibly among those not yet tried this round; otherwise to the same
+    clients again. Failed replies that were retried are dropped, so the
+    strategy sees each client once; if the minimum is still not reached the
+    strategy skips the round as usual. Every retry is logged and recorded
+    (``retries``, ``retried_clients``) and its download bytes are counted.
+    """
+
+    def __init__(self, grid: Grid, strategy: Any, min_replies: int, retries: int, seed: int) -> None:
+        self._grid, self._strategy = grid, strategy
+        self.min_replies, self.retries, self.seed = min_replies, retries, seed
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._grid, name)
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None
+                         ) -> list[Message]:
+        messages = list(messages)
+        replies = list(self._grid.send_and_receive(messages, timeout=timeout))
+        if not messages or messages[0].metadata.message_type != MessageType.TRAIN:
+            return replies
+        rnd = _round_of(messages[0])
+        tried = {m.metadata.dst_node_id for m in messages}
+        retried: list[int] = []
+        check = getattr(self._strategy, "reply_problem", None)
+        for attempt in range(1, self.retries + 1):
+            problems = {r.metadata.src_node_id: (f"client error {r.error.code}: {r.error.reason}"
+                                                 if r.has_error() else
+                                                 check(r) if check is not None else None)
+                        for r in replies}
+            good = [r for r in replies if problems[r.metadata.src_node_id] is None]
+            if len(good) >= self.min_replies:
+                break
+            answered = {r.metadata.src_node_id for r in good}
+            failed = [m for m in messages if m.metadata.dst_node_id not in answered]
+            nodes = [m.metadata.dst_node_id for m in failed]
+            if all(m.content is failed[0].content for m in failed):
+                spare = sorted(set(self._grid.get_node_ids()) - tried)
+                directory = getattr(self._strategy, "directory", None)
+                if directory is not None:  # by client id, for reproducibility
+                    known = directory.refresh(self._grid, 1)
+                    spare = sorted((n for n in spare if n in known), key=lambda n: known[n])
+                rng = np.random.default_rng([self.seed, rnd, 1000 + attempt])
+                if spare:  # pick indices: node ids overflow int64, numpy would mangle them
+                    pick = rng.choice(len(spare), size=min(len(spare), len(failed)), replace=False)
+                    nodes = [spare[i] for i in sorted(pick)]
+            log(WARNING, "round %d: %d of %d clients replied, fewer than min-replies %d: retry "
+                "%d/%d with %d clients", rnd, len(good), len(messages), self.min_replies, attempt,
+                self.retries, len(nodes))
+            self._note_failed({m.metadata.dst_node_id: problems.get(m.metadata.dst_node_id) or NO_REPLY
+                               for m in failed}, rnd)
+            resend = [Message(content=m.content, dst_node_id=n, message_type=m.metadata.message_type,
+                              group_id=m.metadata.group_id) for m, n in zip(failed, nodes, strict=False)]
+            tried.update(nodes)
+            retried.extend(nodes)
+            rec = getattr(self._strategy, "recorder", None)
+            if rec is not None:
+                rec.add(rnd, retries=attempt, bytes_down=sum(payload_bytes(m.content) for m in resend))
+            messages = [m for m in messages if m.metadata.dst_node_id in answered] + resend
+            replies = good + list(self._grid.send_and_receive(resend, timeout=timeout))
+        if retried:  # the strategy expects replies from the final set of clients only
+            self._strategy._sent_nodes = {m.metadata.dst_node_id for m in messages}
+        rec = getattr(self._strategy, "recorder", None)
+        if retried and rec is not None:
+            directory = getattr(self._strategy, "directory", None)
+            ids = [directory.client_of.get(n, -1) for n in retried] if directory else retried
+            rec.add(rnd, retried_clients=[int(i) for i in ids])
+        return replies
+
+
+    def _note_failed(self, reasons: dict[int, str], rnd: int) -> None:
+        directory = getattr(self._strategy, "directory", None)
+        rec = getattr(self._strategy, "recorder", None)
+        out = {}
+        for node, why in reasons.items():
+            cid = directory.client_of.get(node, node) if directory is not None else node
+            out[str(cid)] = f"{why} (its work was sent again)"
+            log(WARNING, "round %d: client %s failed: %s", rnd, cid, why)
+        if rec is not None:
+            rec.add(rnd, rejected=out)
+
+
+def _round_of(msg: Message) -> int:
+    for rec in msg.content.config_records.values():
+        if wire.SERVER_ROUND in rec:
+            return int(rec[wire.SERVER_ROUND])
+    return 0

@@ -106,6 +106,29 @@ class ValidatingStrategy(Strategy):
         """Decode and check the arrays ``node`` sent; raise :class:`fedprune.wire.InvalidUpdate`."""
         raise NotImplementedError
 
+    def check_reply(self, msg: Message) -> tuple[Any, int, MetricRecord]:
+        """Decode one training reply: (payload, num-examples, metrics); raise
+        :class:`fedprune.wire.InvalidUpdate` (or ValueError/TypeError) if it is unusable."""
+        if msg.has_error():
+            raise wire.InvalidUpdate(f"client error: {msg.error.reason}")
+        rec = msg.content.array_records.get(wire.ARRAYS)
+        met = msg.content.metric_records.get(wire.METRICS)
+        if rec is None or met is None:
+            raise wire.InvalidUpdate(
+                f"reply lacks the {wire.ARRAYS!r} ArrayRecord or {wire.METRICS!r} MetricRecord"
+            )
+        n = wire.check_num_examples(met.get(wire.NUM_EXAMPLES))
+        payload = self.decode_payload({k: v.numpy() for k, v in rec.items()}, msg.metadata.src_node_id)
+        return payload, n, met
+
+    def reply_problem(self, msg: Message) -> str | None:
+        """Why a training reply would be rejected, or None if it is usable."""
+        try:
+            self.check_reply(msg)
+        except (wire.InvalidUpdate, ValueError, TypeError) as exc:
+            return str(exc)
+        return None
+
     def accept(self, server_round: int, replies: Iterable[Message]) -> list[Reply]:
         """Validate replies; log and record every rejection; return the valid ones."""
         accepted: list[Reply] = []
@@ -118,16 +141,7 @@ class ValidatingStrategy(Strategy):
                 if node in seen:
                     raise wire.InvalidUpdate("duplicate reply from the same node this round")
                 seen.add(node)
-                if msg.has_error():
-                    raise wire.InvalidUpdate(f"client error: {msg.error.reason}")
-                rec = msg.content.array_records.get(wire.ARRAYS)
-                met = msg.content.metric_records.get(wire.METRICS)
-                if rec is None or met is None:
-                    raise wire.InvalidUpdate(
-                        f"reply lacks the {wire.ARRAYS!r} ArrayRecord or {wire.METRICS!r} MetricRecord"
-                    )
-                n = wire.check_num_examples(met.get(wire.NUM_EXAMPLES))
-                payload = self.decode_payload({k: v.numpy() for k, v in rec.items()}, node)
+                payload, n, met = self.check_reply(msg)
             except (wire.InvalidUpdate, ValueError, TypeError) as exc:
                 rejected[who if who not in rejected else f"{who}#{len(rejected)}"] = str(exc)
                 log(WARNING, "round %d: rejected reply of client %s: %s", server_round, who, exc)
@@ -198,6 +212,11 @@ class DenseFedAvgCore(ValidatingStrategy):
             return None, None
         weights = [r.num_examples for r in ok]
         agg = weighted_average([r.payload for r in ok], weights)
+        bad = [r for r in ok if r.metrics.get(wire.ATTACKER)]
+        recorder = getattr(self, "recorder", None)
+        if recorder is not None:  # the data-size weight that attacking clients got
+            recorder.add(server_round, attacker_clients=[r.client for r in bad],
+                         attacker_weight=float(sum(r.num_examples for r in bad) / sum(weights)))
         loss = float(np.average([float(r.metrics.get(wire.TRAIN_LOSS, np.nan)) for r in ok],
                                 weights=weights))
         return (

@@ -232,6 +232,7 @@ class FedPruneCore(ValidatingStrategy):
         self.W = restore_residuals(agg, new_mask, self.residual_restoration)
         self.M = new_mask
         noisy = [r.client for r in ok if float(r.metrics.get(wire.NOISE_RATE, 0.0)) > 0]
+        bad = [r.client for r in ok if r.metrics.get(wire.ATTACKER)]
         self.recorder.add(  # type: ignore[attr-defined]
             server_round,
             density=self.density(),
@@ -244,6 +245,8 @@ class FedPruneCore(ValidatingStrategy):
             },
             noisy_clients=noisy,
             noisy_weight=float(sum(weights[c] for c in noisy)),
+            attacker_clients=bad,
+            attacker_weight=float(sum(weights[c] for c in bad)),
             lambda_t=lam,
             dst_moved=int(sum(int(r.metrics.get(wire.DST_MOVED, 0)) for r in ok)),
         )

@@ -14,6 +14,8 @@ name          Flower class                                     run-config keys
 flower-fedavg ``flwr.serverapp.strategy.FedAvg``               -
 fedavgm       ``flwr.serverapp.strategy.FedAvgM``              server-lr, server-momentum
 fedprox       ``flwr.serverapp.strategy.FedProx``              proximal-mu
+fedmedian     ``flwr.serverapp.strategy.FedMedian``            -
+krum          ``flwr.serverapp.strategy.Krum``                 krum-malicious
 ============  ===============================================  =====================
 """
 
@@ -27,7 +29,9 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg as _FlowerFedAvg
 from flwr.serverapp.strategy import FedAvgM as _FlowerFedAvgM
+from flwr.serverapp.strategy import FedMedian as _FlowerFedMedian
 from flwr.serverapp.strategy import FedProx as _FlowerFedProx
+from flwr.serverapp.strategy import Krum as _FlowerKrum
 
 from fedprune import wire
 from strategies.common import ClientDirectory, RecordingMixin
@@ -91,3 +95,14 @@ class FlowerFedAvgM(_Wrapped, _FlowerFedAvgM):
 class FlowerFedProx(_Wrapped, _FlowerFedProx):
     """``flwr.serverapp.strategy.FedProx`` (Li et al., 2020): sends ``proximal-mu``; our
     client adds ``mu/2 ||w - w_global||^2`` to its local loss."""
+
+
+class FlowerFedMedian(_Wrapped, _FlowerFedMedian):
+    """``flwr.serverapp.strategy.FedMedian`` (Yin et al., 2018): the coordinate-wise median
+    of the clients' models (a Byzantine-robust baseline)."""
+
+
+class FlowerKrum(_Wrapped, _FlowerKrum):
+    """``flwr.serverapp.strategy.Krum`` (Blanchard et al., 2017): keeps the one update
+    closest (summed squared distance) to its ``n - f - 2`` nearest others, ``f`` =
+    ``num_malicious_nodes`` (run-config ``krum-malicious``)."""

@@ -28,7 +28,13 @@ from fedprune.models import model_from_config
 from fedprune.training import evaluate, resolve_device
 from strategies.fedavg import FedAvg
 from strategies.fedprune import FedPrune
-from strategies.flower_baselines import FlowerFedAvg, FlowerFedAvgM, FlowerFedProx
+from strategies.flower_baselines import (
+    FlowerFedAvg,
+    FlowerFedAvgM,
+    FlowerFedMedian,
+    FlowerFedProx,
+    FlowerKrum,
+)
 from strategies.personalized import FedMP, LotteryFL, SubFedAvg
 from strategies.prunefl import PruneFL
 from strategies.results import RoundRecorder
@@ -101,6 +107,9 @@ STRATEGIES: dict[str, StrategyFactory] = {
         **_flower_sampling(cfg)),
     "fedprox": lambda cfg, rec, model: FlowerFedProx(
         recorder=rec, proximal_mu=cfg.proximal_mu, **_flower_sampling(cfg)),
+    "fedmedian": lambda cfg, rec, model: FlowerFedMedian(recorder=rec, **_flower_sampling(cfg)),
+    "krum": lambda cfg, rec, model: FlowerKrum(
+        recorder=rec, num_malicious_nodes=cfg.krum_malicious, **_flower_sampling(cfg)),
     "feddst": lambda cfg, rec, model: _fedprune(cfg, rec, model, **_FEDDST),
     "static-magnitude": lambda cfg, rec, model: _fedprune(
         cfg, rec, model, initial_mask="magnitude", **_STATIC),
@@ -206,6 +215,8 @@ def run(grid: Grid, cfg: RunConfig) -> RoundRecorder:
         log(INFO, "[fedprune] the checkpoint already holds all %d rounds", cfg.num_server_rounds)
         return recorder
     train_config = ConfigRecord({wire.LR: cfg.lr, wire.LOCAL_EPOCHS: cfg.local_epochs})
+    if cfg.round_retries > 0 and hasattr(strategy, "retry_policy"):
+        strategy.retry_policy = (cfg.min_replies, cfg.round_retries, cfg.seed)
     strategy.start(
         grid=grid,
         initial_arrays=initial,

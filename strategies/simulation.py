@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +25,19 @@ BACKEND = {
 }
 
 
-def simulate(num_supernodes: int, overrides: dict[str, Any], results_dir: Path) -> dict:
-    """Run the app with ``overrides`` on top of the defaults; return its results.json."""
+def simulate(
+    num_supernodes: int, overrides: dict[str, Any], results_dir: Path,
+    client_fn: Callable[..., Any] = client_from_context,
+) -> dict:
+    """Run the app with ``overrides`` on top of the defaults; return its results.json.
+
+    ``client_fn(context, overrides=...)`` builds each client (tests pass faulty ones).
+    """
     results_dir = Path(results_dir).resolve()
     ov = {**overrides, "results-dir": str(results_dir)}
     run_simulation(
         server_app=make_server_app(ov),
-        client_app=make_client_app(functools.partial(client_from_context, overrides=ov)),
+        client_app=make_client_app(functools.partial(client_fn, overrides=ov)),
         num_supernodes=num_supernodes,
         backend_config=BACKEND,
     )

@@ -97,3 +97,20 @@ def test_too_few_valid_replies_skip_the_round():
                                 reply(101, error="timeout")])
     assert out == (None, None) and rec.rounds[1]["skipped"] is True
     assert "timeout" in rec.rounds[1]["rejected"]["1"]
+
+
+def test_oversized_payloads_are_rejected_and_the_model_is_built_from_the_rest():
+    s, rec, grid = _strategy()
+    s.configure_train(1, ArrayRecord({k: Array(v) for k, v in _arrays().items()}), config(), grid)
+    huge = {"w": np.ones((2000, 2000), np.float32), "b": np.ones(3, np.float32)}  # 16 MB
+    extra = _arrays(1.0) | {"smuggled": np.ones(1_000_000, np.float32)}
+    replies = [
+        reply(100, _arrays(2.0), {wire.NUM_EXAMPLES: 10}),
+        reply(101, huge, {wire.NUM_EXAMPLES: 10}),
+        reply(102, extra, {wire.NUM_EXAMPLES: 10}),
+    ]
+    arrays, _ = s.aggregate_train(1, replies)
+    assert np.allclose(arrays["w"].numpy(), 2.0) and arrays["w"].numpy().shape == _arrays()["w"].shape
+    rej = rec.rounds[1]["rejected"]
+    assert "shape" in rej["1"] and "keys differ" in rej["2"]
+    assert rec.rounds[1]["clients"] == 1
