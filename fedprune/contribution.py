@@ -58,6 +58,16 @@ def cosine_on_support(u_i: np.ndarray, u: np.ndarray, support: np.ndarray) -> fl
     return float(np.dot(a, b) / (na * nb))
 
 
+def _norm(v: np.ndarray) -> float:
+    # elementwise, not BLAS: a BLAS dot spins its threads when the cores are busy
+    # (measured 11 ms for 55k elements on a loaded 2-core machine, vs 0.1 ms)
+    return float(np.sqrt(np.sum(v * v)))
+
+
+def _has_repeats(i: np.ndarray) -> bool:
+    return i.size > 1 and bool(np.any(np.diff(np.sort(i)) == 0))
+
+
 @dataclass
 class ContributionState:
     """Smoothed CGSV scores per client id, carried across rounds."""
@@ -82,21 +92,50 @@ class ContributionState:
         supports : boolean vector of each client's support (same length)
         num_examples : used as the previous weights of first-time clients
         """
+        idx = [np.flatnonzero(s) for s in supports]
+        vals = [np.asarray(d, np.float64).reshape(-1)[i] for d, i in zip(updates, idx, strict=True)]
+        size = int(np.asarray(updates[0]).size) if len(updates) else 0
+        return self.update_sparse(clients, idx, vals, size, num_examples)
+
+    def update_sparse(
+        self,
+        clients: Sequence[int],
+        indices: Sequence[np.ndarray],
+        values: Sequence[np.ndarray],
+        size: int,
+        num_examples: Sequence[int],
+    ) -> dict[int, float]:
+        """:meth:`update` with each client's update given on its support only.
+
+        ``indices[i]`` are the flat positions of client i's support (unique) in
+        a vector of length ``size`` and ``values[i]`` its update there. The
+        work and memory are proportional to the supports, not to the number
+        of clients times the model: the aggregate u is scattered into one
+        dense vector, and phi_i = <u_i, u> / ||u on supp(u_i)|| (u_i is a unit
+        vector and zero off its support).
+        """
         if not clients:
             return {}
-        norms = [float(np.linalg.norm(d)) for d in updates]
-        units = [d / n if n > 0 else np.zeros_like(d) for d, n in zip(updates, norms, strict=True)]
+        units = []
+        for v in values:
+            v = np.asarray(v, np.float64)
+            n = _norm(v)
+            units.append(v / n if n > 0 else np.zeros_like(v))
         n_tot = float(sum(num_examples))
         prev = np.array([
             self.last_weight.get(c, n / n_tot) for c, n in zip(clients, num_examples, strict=True)
         ])
         prev = prev / prev.sum() if prev.sum() > 0 else np.full(len(clients), 1 / len(clients))
-        agg = np.zeros_like(units[0], dtype=np.float64)
-        for w, u in zip(prev, units, strict=True):
-            agg += w * u
+        agg = np.zeros(size, dtype=np.float64)
+        for w, i, u in zip(prev, indices, units, strict=True):
+            if _has_repeats(i):
+                raise ValueError("a client's support indices must be unique")
+            agg[i] += w * u
         phis = {}
-        for c, u, s in zip(clients, units, supports, strict=True):
-            phi = cosine_on_support(u, agg, s)
+        for c, i, u in zip(clients, indices, units, strict=True):
+            a = agg[i]
+            na, nb = _norm(u), _norm(a)
+            phi = 0.0 if na == 0.0 or nb == 0.0 else float(np.sum(u * a) / (na * nb))
             phis[c] = phi
             old = self.scores.get(c)
             new = phi if old is None else self.beta * old + (1.0 - self.beta) * phi

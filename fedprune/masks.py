@@ -16,27 +16,38 @@ from torch import nn
 
 DISTRIBUTIONS = ("erk", "uniform")
 
-_NORM_TYPES = (
-    nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm,
+# Layers whose own >= 2-D parameters are weight matrices / kernels: Linear (and
+# its subclasses, e.g. MultiheadAttention's out_proj), Conv / ConvTranspose,
+# Bilinear, token embeddings, the fused projections of nn.MultiheadAttention
+# (in_proj_weight or q/k/v_proj_weight) and recurrent layers' weight matrices.
+WEIGHT_LAYER_TYPES: tuple[type[nn.Module], ...] = (
+    nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd, nn.Embedding, nn.EmbeddingBag,
+    nn.MultiheadAttention, nn.RNNBase,
 )
 
 
 def prunable_names(model: nn.Module) -> list[str]:
     """Names of the prunable parameters, chosen by rule, never by model name.
 
-    Rule: a trainable parameter with at least 2 dimensions (Conv / Linear
-    weights, attention and embedding matrices) that does not belong to a
-    normalisation layer. Biases and norm parameters stay dense.
+    Rule: a trainable parameter with at least 2 dimensions that belongs
+    directly to a weight layer (:data:`WEIGHT_LAYER_TYPES`: Conv / Linear
+    weights, token embedding matrices, attention projections, recurrent
+    weight matrices). Biases (1-D) and normalisation parameters stay dense,
+    and so do free ``nn.Parameter`` tensors of other modules, such as a
+    transformer's class token and position embedding.
+
+    Returned in ``model.named_parameters()`` order; a parameter shared by
+    several layers is named once, under its first name.
     """
     names = []
     for mod_name, mod in model.named_modules():
-        if isinstance(mod, _NORM_TYPES):
+        if not isinstance(mod, WEIGHT_LAYER_TYPES):
             continue
         for p_name, p in mod.named_parameters(recurse=False):
             if p.requires_grad and p.ndim >= 2:
                 names.append(f"{mod_name}.{p_name}" if mod_name else p_name)
     order = {n: i for i, (n, _) in enumerate(model.named_parameters())}
-    return sorted(names, key=order.__getitem__)
+    return sorted((n for n in names if n in order), key=order.__getitem__)
 
 
 def erk_raw_density(shape: tuple[int, ...]) -> float:

@@ -1,4 +1,4 @@
-"""Model registry: one builder signature, ``(input_shape, num_classes) -> nn.Module``.
+"""Model registry: one builder signature, ``(input_shape, num_classes, width) -> nn.Module``.
 
 ==============  ==============================================================
 name            model
@@ -12,7 +12,33 @@ name            model
 ``resnet18``    torchvision's ResNet-18 adapted to 32x32 inputs: 3x3 stride-1
                 stem, no max-pool (the usual CIFAR variant).
 ``mlp``         flatten -> 200 -> 200 -> C with ReLU (McMahan et al.'s 2NN).
+``vit``         a small Vision Transformer for 28x28 / 32x32 images: 4x4
+                patches (a strided conv), class token, learned positions,
+                4 pre-norm blocks of dim 64, 4 heads, MLP 128 (139,018
+                parameters on 28x28x1 with C = 10).
+``bert-tiny``   a BERT-style encoder for token sequences ``(L,)``: token
+                embedding (id 0 = padding, masked out of attention), learned
+                positions, 2 pre-norm blocks of dim 64, 4 heads, MLP 128,
+                mean pooling over real tokens. A token model: it needs the
+                data set's ``vocab_size``. (Named for its size; it is not the
+                published BERT-Tiny, which has dim 128 and 2 heads.)
 ==============  ==============================================================
+
+``width`` scales channels / hidden units (for the transformers: the model
+dimension and the MLP; the head count stays 4).
+
+Token models are registered with ``register_model(name, tokens=True)`` and
+receive the vocabulary size as a keyword, ``builder(input_shape, num_classes,
+width, vocab_size=V)``; :func:`build_model` and :func:`model_from_config` take
+``vocab_size`` and pass it on (:func:`model_from_config` reads it from the
+run's data set when the caller does not give it). Image builders are
+unchanged.
+
+The transformers write attention with explicit ``nn.Linear`` projections (q,
+k, v, out) rather than ``nn.MultiheadAttention``, so every projection is a
+``Linear`` module: prunable by :func:`fedprune.masks.prunable_names` and
+counted by :func:`fedprune.flops.layer_macs`. The class token and the
+position embeddings are free ``nn.Parameter`` tensors and stay dense.
 
 The reference FedDST code puts a softmax in ``forward`` and then applies
 cross-entropy on top (a double softmax); the models here return logits.
@@ -28,15 +54,25 @@ from torch import nn
 
 from fedprune.config import RunConfig
 
-Builder = Callable[[tuple[int, int, int], int, float], nn.Module]
+Builder = Callable[..., nn.Module]
 _REGISTRY: dict[str, Builder] = {}
+_TOKEN_MODELS: set[str] = set()
 
 
-def register_model(name: str) -> Callable[[Builder], Builder]:
-    """Decorator adding a builder ``(input_shape, num_classes, width) -> nn.Module``."""
+def register_model(name: str, *, tokens: bool = False) -> Callable[[Builder], Builder]:
+    """Decorator adding a builder ``(input_shape, num_classes, width) -> nn.Module``.
+
+    With ``tokens=True`` the model takes int64 token ids of shape ``(B, L)``,
+    its ``input_shape`` is ``(L,)``, and the builder is also called with the
+    keyword ``vocab_size``.
+    """
 
     def deco(fn: Builder) -> Builder:
         _REGISTRY[name] = fn
+        if tokens:
+            _TOKEN_MODELS.add(name)
+        else:
+            _TOKEN_MODELS.discard(name)
         return fn
 
     return deco
@@ -47,24 +83,44 @@ def model_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def is_token_model(name: str) -> bool:
+    """Whether the registered model ``name`` takes token ids (and needs ``vocab_size``)."""
+    return name in _TOKEN_MODELS
+
+
 def build_model(
-    name: str, input_shape: tuple[int, int, int], num_classes: int, seed: int | None = None,
-    width: float = 1.0,
+    name: str, input_shape: tuple[int, ...], num_classes: int, seed: int | None = None,
+    width: float = 1.0, *, vocab_size: int | None = None,
 ) -> nn.Module:
     """Build a registered model; with ``seed`` its initial weights are reproducible.
 
     ``width`` scales the channels and hidden units (a narrower model of the
     same family, e.g. the "small dense" baseline); resnet18 supports 1.0 only.
+    ``vocab_size`` is required by token models (:func:`is_token_model`) and
+    must be None for the others.
     """
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; valid names: {', '.join(model_names())}")
     if not 0 < width <= 4:
         raise ValueError(f"model width must be in (0, 4], got {width}")
+    kwargs: dict[str, int] = {}
+    if is_token_model(name):
+        if vocab_size is None:
+            raise ValueError(
+                f"model {name!r} takes token ids and needs vocab_size (the token data set's "
+                "vocab_size, e.g. dataset 'tokens-synthetic' or 'tokens-npz')"
+            )
+        kwargs["vocab_size"] = int(vocab_size)
+    elif vocab_size is not None:
+        raise ValueError(
+            f"model {name!r} takes images, not token ids (vocab_size={vocab_size} given); "
+            f"token models: {', '.join(sorted(_TOKEN_MODELS))}"
+        )
     if seed is None:
-        return _REGISTRY[name](input_shape, num_classes, width)
+        return _REGISTRY[name](input_shape, num_classes, width, **kwargs)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return _REGISTRY[name](input_shape, num_classes, width)
+        return _REGISTRY[name](input_shape, num_classes, width, **kwargs)
 
 
 def num_parameters(model: nn.Module) -> int:
@@ -73,12 +129,14 @@ def num_parameters(model: nn.Module) -> int:
 
 
 def matched_width(
-    name: str, input_shape: tuple[int, int, int], num_classes: int, target_params: int
+    name: str, input_shape: tuple[int, ...], num_classes: int, target_params: int, *,
+    vocab_size: int | None = None,
 ) -> float:
     """The width (multiple of 1/100 in (0, 1]) whose model is closest to ``target_params``."""
     best, best_gap = 1.0, None
     for w in (i / 100 for i in range(1, 101)):
-        gap = abs(num_parameters(build_model(name, input_shape, num_classes, width=w)) - target_params)
+        model = build_model(name, input_shape, num_classes, width=w, vocab_size=vocab_size)
+        gap = abs(num_parameters(model) - target_params)
         if best_gap is None or gap < best_gap:
             best, best_gap = w, gap
     return best
@@ -151,32 +209,209 @@ def resnet18(input_shape: tuple[int, int, int], num_classes: int, width: float =
     return net
 
 
+# --------------------------------------------------------------------------- transformers
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with explicit ``nn.Linear`` q, k, v and output projections.
+
+    Parameters
+    ----------
+    dim : model dimension (divisible by ``heads``)
+    heads : number of attention heads
+    """
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim {dim} is not divisible by heads {heads}")
+        self.heads = heads
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim)
+        self.v = nn.Linear(dim, dim)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` (B, T, D); ``key_mask`` (B, T) bool, True where a token may be attended to."""
+        b, t, d = x.shape
+        h = self.heads
+
+        def split(y: torch.Tensor) -> torch.Tensor:
+            return y.view(b, t, h, d // h).transpose(1, 2)  # (B, h, T, D/h)
+
+        q, k, v = split(self.q(x)), split(self.k(x)), split(self.v(x))
+        scores = (q @ k.transpose(-2, -1)) * (d // h) ** -0.5  # (B, h, T, T)
+        if key_mask is not None:
+            # a large finite negative, not -inf: a row with no valid key stays finite
+            scores = scores.masked_fill(~key_mask[:, None, None, :], torch.finfo(scores.dtype).min)
+        att = scores.softmax(dim=-1) @ v  # (B, h, T, D/h)
+        return self.out(att.transpose(1, 2).reshape(b, t, d))
+
+
+class EncoderBlock(nn.Module):
+    """Pre-norm transformer encoder block: ``x + attn(ln(x))``, then ``x + mlp(ln(x))``."""
+
+    def __init__(self, dim: int, heads: int, hidden: int) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = SelfAttention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` (B, T, D) -> (B, T, D)."""
+        x = x + self.attn(self.norm1(x), key_mask)
+        return x + self.fc2(nn.functional.gelu(self.fc1(self.norm2(x))))
+
+
+def _transformer_dims(width: float, dim: int, heads: int, mlp_ratio: float) -> tuple[int, int]:
+    """(model dim, MLP hidden) at ``width``: the dim stays a multiple of ``heads``."""
+    head_dim = max(1, int(round(dim * width / heads)))
+    return heads * head_dim, _scaled(int(round(dim * mlp_ratio)), width)
+
+
+class ViT(nn.Module):
+    """A small Vision Transformer (Dosovitskiy et al., 2021) for low-resolution images.
+
+    Patches ``patch x patch`` are embedded by a strided ``nn.Conv2d``; a
+    learned class token is prepended and learned position embeddings added;
+    ``depth`` pre-norm encoder blocks follow; the class token's final
+    (layer-normalised) state feeds a linear head.
+    """
+
+    def __init__(
+        self, input_shape: tuple[int, ...], num_classes: int, *, dim: int = 64, depth: int = 4,
+        heads: int = 4, hidden: int = 128, patch: int = 4,
+    ) -> None:
+        super().__init__()
+        if len(input_shape) != 3:
+            raise ValueError(f"vit takes images (C, H, W), got input_shape {tuple(input_shape)}")
+        c, h, w = input_shape
+        if h % patch or w % patch:
+            raise ValueError(f"image size {h}x{w} is not a multiple of the patch size {patch}")
+        n = (h // patch) * (w // patch)
+        self.patch_embed = nn.Conv2d(c, dim, patch, stride=patch)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, n + 1, dim))
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        self.blocks = nn.ModuleList(EncoderBlock(dim, heads, hidden) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H, W) -> logits (B, num_classes)."""
+        x = self.patch_embed(x).flatten(2).transpose(1, 2)  # (B, N, D)
+        x = torch.cat([self.cls_token.expand(len(x), -1, -1), x], dim=1) + self.pos_embed
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.norm(x[:, 0]))
+
+
+class TextEncoder(nn.Module):
+    """A BERT-style encoder for sequence classification over token ids.
+
+    Token embedding (``nn.Embedding``; id :data:`PAD_ID` is padding) plus
+    learned position embeddings, ``depth`` pre-norm encoder blocks in which
+    padding is masked out of attention, a final LayerNorm, mean pooling over
+    the non-padding positions, and a linear head. Inputs shorter than the
+    built length are accepted (the first positions are used).
+    """
+
+    PAD_ID = 0
+
+    def __init__(
+        self, seq_len: int, vocab_size: int, num_classes: int, *, dim: int = 64, depth: int = 2,
+        heads: int = 4, hidden: int = 128,
+    ) -> None:
+        super().__init__()
+        self.tok_embed = nn.Embedding(vocab_size, dim, padding_idx=self.PAD_ID)
+        nn.init.normal_(self.tok_embed.weight, std=0.02)
+        with torch.no_grad():
+            self.tok_embed.weight[self.PAD_ID].zero_()
+        self.pos_embed = nn.Parameter(torch.zeros(1, seq_len, dim))
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        self.blocks = nn.ModuleList(EncoderBlock(dim, heads, hidden) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """Token ids (B, L) -> logits (B, num_classes)."""
+        ids = ids.long()
+        if ids.shape[1] > self.pos_embed.shape[1]:
+            raise ValueError(f"sequence length {ids.shape[1]} exceeds the model's {self.pos_embed.shape[1]}")
+        keep = ids != self.PAD_ID  # (B, L)
+        x = self.tok_embed(ids) + self.pos_embed[:, : ids.shape[1]]
+        for block in self.blocks:
+            x = block(x, keep)
+        x = self.norm(x)
+        weight = keep.unsqueeze(-1).to(x.dtype)
+        return self.head((x * weight).sum(1) / weight.sum(1).clamp(min=1.0))
+
+
+@register_model("vit")
+def vit(input_shape: tuple[int, ...], num_classes: int, width: float = 1.0) -> nn.Module:
+    """Small ViT: 4x4 patches, dim 64 x width, depth 4, 4 heads, MLP ratio 2."""
+    dim, hidden = _transformer_dims(width, 64, 4, 2.0)
+    return ViT(input_shape, num_classes, dim=dim, depth=4, heads=4, hidden=hidden, patch=4)
+
+
+@register_model("bert-tiny", tokens=True)
+def bert_tiny(
+    input_shape: tuple[int, ...], num_classes: int, width: float = 1.0, *, vocab_size: int
+) -> nn.Module:
+    """BERT-style encoder: dim 64 x width, depth 2, 4 heads, MLP ratio 2, mean pooling."""
+    if len(input_shape) != 1:
+        raise ValueError(f"bert-tiny takes token sequences (L,), got input_shape {tuple(input_shape)}")
+    dim, hidden = _transformer_dims(width, 64, 4, 2.0)
+    return TextEncoder(int(input_shape[0]), vocab_size, num_classes, dim=dim, depth=2, heads=4,
+                       hidden=hidden)
+
+
 @functools.lru_cache(maxsize=16)
 def _small_dense_width(
-    name: str, input_shape: tuple[int, int, int], num_classes: int, density: float,
-    distribution: str,
+    name: str, input_shape: tuple[int, ...], num_classes: int, density: float,
+    distribution: str, vocab_size: int | None = None,
 ) -> float:
     from fedprune.masks import layer_budgets, prunable_names  # masks does not import models
 
-    full = build_model(name, input_shape, num_classes)
+    full = build_model(name, input_shape, num_classes, vocab_size=vocab_size)
     names = set(prunable_names(full))
     params = dict(full.named_parameters())
     kept = sum(layer_budgets({k: tuple(params[k].shape) for k in names}, density, distribution).values())
     target = kept + sum(p.numel() for k, p in params.items() if k not in names)
-    return matched_width(name, input_shape, num_classes, target)
+    return matched_width(name, input_shape, num_classes, target, vocab_size=vocab_size)
 
 
 def model_from_config(
-    cfg: RunConfig, input_shape: tuple[int, int, int], num_classes: int
+    cfg: RunConfig, input_shape: tuple[int, ...], num_classes: int, *,
+    vocab_size: int | None = None,
 ) -> nn.Module:
     """The run's model, as both the ServerApp and every ClientApp build it.
 
     ``model-width`` scales it; for ``strategy = "small-dense"`` with the default
     width, the width is chosen so that the dense model has as many parameters
     as FedPrune keeps at ``sparsity`` (kept prunable weights + the dense rest).
+
+    For a token model (:func:`is_token_model`), ``vocab_size`` is the data
+    set's (``ImageData.vocab_size``); when not given it is read from the run's
+    data set (``load_dataset`` is cached, so this costs nothing after the
+    first call).
     """
+    if is_token_model(cfg.model) and vocab_size is None:
+        from fedprune.data import load_dataset  # deferred: models does not need data otherwise
+
+        data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
+        if data.vocab_size is None:
+            raise ValueError(
+                f"model {cfg.model!r} takes token ids but dataset {cfg.dataset!r} holds images; "
+                "use a token data set such as 'tokens-synthetic' or 'tokens-npz'"
+            )
+        vocab_size = data.vocab_size
     width = cfg.model_width
     if cfg.strategy == "small-dense" and width == 1.0:
         width = _small_dense_width(cfg.model, tuple(input_shape), num_classes,
-                                   1.0 - cfg.sparsity, cfg.density_distribution)
-    return build_model(cfg.model, input_shape, num_classes, seed=cfg.seed, width=width)
+                                   1.0 - cfg.sparsity, cfg.density_distribution, vocab_size)
+    return build_model(cfg.model, input_shape, num_classes, seed=cfg.seed, width=width,
+                       vocab_size=vocab_size)

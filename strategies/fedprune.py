@@ -37,7 +37,7 @@ from flwr.serverapp import Grid
 from fedprune import codec, wire
 from fedprune.aggregation import masked_average, restore_residuals, select_global_mask
 from fedprune.checkpoint import CheckpointError, join, split
-from fedprune.contribution import ContributionState, data_size_weights, flatten, tradeoff
+from fedprune.contribution import ContributionState, data_size_weights, tradeoff
 from fedprune.dst import GROWTH, readjust_fraction
 from fedprune.masks import DISTRIBUTIONS, layer_budgets, magnitude_masks
 from strategies.common import RecordingMixin
@@ -263,18 +263,21 @@ class FedPruneCore(ValidatingStrategy):
         if not self.contribution_weighting:
             return data_size_weights(clients, n), {}, None
         sent = self.sparse_state()
-        updates, supports = [], []
-        for r in ok:
+        offsets, size = {}, 0
+        for k in self._float_keys:
+            offsets[k], size = size, size + self.W[k].size
+        indices, values = [], []
+        for r in ok:  # each update on its client's support only: memory O(supports)
             state, masks = r.payload
-            d = flatten({k: np.asarray(state[k], np.float64) - np.asarray(sent[k], np.float64)
-                         for k in self._float_keys}, self._float_keys)
-            s = np.concatenate([
-                (masks[k].reshape(-1) if k in masks else np.ones(self.W[k].size, bool))
-                for k in self._float_keys
-            ])
-            updates.append(d * s)
-            supports.append(s)
-        phis = self.contributions.update(clients, updates, supports, n)
+            idx, val = [], []
+            for k in self._float_keys:
+                flat = np.flatnonzero(masks[k]) if k in masks else np.arange(self.W[k].size)
+                idx.append(flat + offsets[k])
+                val.append(np.asarray(state[k], np.float64).reshape(-1)[flat]
+                           - np.asarray(sent[k], np.float64).reshape(-1)[flat])
+            indices.append(np.concatenate(idx))
+            values.append(np.concatenate(val))
+        phis = self.contributions.update_sparse(clients, indices, values, size, n)
         lam = tradeoff(server_round, self.num_rounds, self.lambda0, self.lambda_schedule)
         return self.contributions.weights(clients, n, lam), phis, lam
 

@@ -41,3 +41,27 @@ def data_dir() -> Path:
             pytest.fail("FEDPRUNE_REQUIRE_DATA=1 but no data dir ($FEDPRUNE_DATA_DIR, ../shared/data)")
         pytest.skip("no offline data dir; set FEDPRUNE_DATA_DIR")
     return d
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_ray_for_the_session():
+    """Keep one Ray instance for every in-process simulation of the session.
+
+    Flower's Ray backend calls ``ray.init`` only when Ray is not running yet, and
+    ``ray.shutdown`` at the end of every simulation; starting Ray again costs
+    several seconds per simulation. Here ``ray.shutdown`` is a no-op until the
+    session ends (each simulation still starts and stops its own actors).
+    """
+    try:
+        import ray
+    except ImportError:  # pragma: no cover - flwr[simulation] brings Ray
+        yield
+        return
+    real = ray.shutdown
+    ray.shutdown = lambda *a, **k: None
+    try:
+        yield
+    finally:
+        ray.shutdown = real
+        if ray.is_initialized():
+            real()

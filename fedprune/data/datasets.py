@@ -13,6 +13,9 @@ name                files under ``<data-dir>``
 ``cifar10-first4000`` ``CIFAR10-first4000/`` (PNG sprites + trainLabels.csv)
 ``femnist``         ``FEMNIST-leaf/{train,test}/*.json[.gz]`` (LEAF output)
 ``mnist-writers``   MNIST + ``QMNIST-writers/qmnist-*-labels-idx2-int[.gz]``
+``tokens-synthetic`` none: token sequences generated from a seed (``tokens.py``)
+``tokens-npz``      ``tokens-npz/tokens.npz``: your own pre-tokenised text
+                    (layout in :mod:`fedprune.data.tokens`)
 ==================  ==========================================================
 
 With ``download=True`` the torchvision sets are fetched by torchvision's own
@@ -23,6 +26,10 @@ how to get it.
 Images are held as uint8 tensors ``(N, C, H, W)`` and labels as int64 ``(N,)``;
 normalisation happens per batch (:mod:`fedprune.data.loader`), which keeps a
 whole client partition in a few MB and avoids per-sample Python work.
+
+Token data sets use the same container: ``x`` is an int64 tensor ``(N, L)``
+of token ids (0 = padding), ``vocab_size`` is set, ``mean = std = ()``, and
+the loader passes the ids through without normalisation.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ import numpy as np
 import torch
 
 from fedprune.config import resolve_data_dir
+from fedprune.data import tokens
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -48,15 +56,17 @@ class DataNotFoundError(FileNotFoundError):
 
 @dataclass(frozen=True, eq=False)
 class ImageData:
-    """An image classification data set held in memory.
+    """An image (or token-sequence) classification data set held in memory.
 
     Attributes
     ----------
-    x_train, x_test : uint8 tensors (N, C, H, W)
+    x_train, x_test : uint8 tensors (N, C, H, W), or int64 token ids (N, L)
     y_train, y_test : int64 tensors (N,)
     num_classes : number of classes
-    mean, std : per-channel normalisation constants (of pixel / 255)
+    mean, std : per-channel normalisation constants (of pixel / 255); ``()`` for tokens
     writers_train : int64 array (N,) of natural client ids (writer), or None
+    vocab_size : number of token ids (ids are in ``[0, vocab_size)``, 0 = padding)
+        for a token data set; None for images
     """
 
     name: str
@@ -68,12 +78,17 @@ class ImageData:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     writers_train: np.ndarray | None = None
+    vocab_size: int | None = None
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
-        """(C, H, W) of one image."""
-        c, h, w = self.x_train.shape[1:]
-        return int(c), int(h), int(w)
+    def is_tokens(self) -> bool:
+        """Whether the examples are token id sequences rather than images."""
+        return self.vocab_size is not None
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """(C, H, W) of one image, or (L,) of one token sequence."""
+        return tuple(int(d) for d in self.x_train.shape[1:])
 
 
 Loader = Callable[[Path, bool], ImageData]
@@ -337,3 +352,42 @@ def _load_femnist(data_dir: Path, download: bool) -> ImageData:
         "femnist", _to_nchw(xtr), _labels(ytr), _to_nchw(xte), _labels(yte), 62, *FEMNIST_STATS,
         writers_train=wtr,
     )
+
+
+# --------------------------------------------------------------------------- tokens
+
+
+def token_data(
+    name: str, arrays: dict[str, np.ndarray], vocab_size: int, num_classes: int
+) -> ImageData:
+    """Wrap token arrays (``x_train``, ``y_train``, ``x_test``, ``y_test``) as a data set.
+
+    The ids become int64 tensors ``(N, L)``, with no normalisation constants.
+    """
+    return ImageData(
+        name, torch.from_numpy(np.ascontiguousarray(arrays["x_train"], dtype=np.int64)),
+        _labels(arrays["y_train"]), torch.from_numpy(np.ascontiguousarray(arrays["x_test"], dtype=np.int64)),
+        _labels(arrays["y_test"]), int(num_classes), (), (), vocab_size=int(vocab_size),
+    )
+
+
+@register_dataset("tokens-synthetic")
+def _load_tokens_synthetic(data_dir: Path, download: bool) -> ImageData:
+    """The generated keyword-order task of :func:`fedprune.data.tokens.make_token_task` (seed 0)."""
+    a = tokens.make_token_task(seed=0)
+    return token_data("tokens-synthetic", a, int(a["vocab_size"]), int(a["num_classes"]))
+
+
+@register_dataset("tokens-npz")
+def _load_tokens_npz(data_dir: Path, download: bool) -> ImageData:
+    """Pre-tokenised text from ``<data_dir>/tokens-npz/tokens.npz`` (see :mod:`fedprune.data.tokens`)."""
+    path = tokens.npz_path(data_dir)
+    if not path.exists():
+        raise DataNotFoundError(
+            f"token data not found: {path} is missing. Save your pre-tokenised text there with "
+            "np.savez(path, x_train=(N, L) int ids, y_train=(N,) labels, x_test=..., y_test=..., "
+            "vocab_size=V [optional]), id 0 = padding; see fedprune/data/tokens.py. "
+            "Point run-config 'data-dir' or $FEDPRUNE_DATA_DIR at the folder holding tokens-npz/."
+        )
+    arrays, vocab, classes = tokens.read_token_npz(path)
+    return token_data("tokens-npz", arrays, vocab, classes)

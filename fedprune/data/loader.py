@@ -14,6 +14,13 @@ from fedprune.data.partition import PartitionSpec, cached_partition_indices, tra
 from fedprune.seeds import derive_seed
 
 
+def is_token_tensor(x: torch.Tensor) -> bool:
+    """Whether ``x`` holds token ids: a 2-D ``(N, L)`` tensor of an integer dtype other
+    than uint8 (images are uint8 ``(N, C, H, W)`` and keep their normalisation)."""
+    integer = not x.dtype.is_floating_point and not x.dtype.is_complex
+    return integer and x.dtype not in (torch.uint8, torch.bool) and x.ndim == 2
+
+
 class TensorLoader:
     """An iterable of ``(x, y)`` batches over uint8 images, normalised per batch.
 
@@ -23,11 +30,15 @@ class TensorLoader:
     Shuffling uses its own ``torch.Generator`` seeded at construction, so the
     batch order is reproducible.
 
+    Token ids (a 2-D integer ``x`` other than uint8, e.g. int64 ``(N, L)``) are
+    not normalised: batches hold them as int64, and ``mean`` / ``std`` are
+    ignored (token data sets carry ``()``).
+
     Parameters
     ----------
-    x : uint8 tensor (N, C, H, W)
+    x : uint8 tensor (N, C, H, W), or integer token ids (N, L)
     y : int64 tensor (N,)
-    mean, std : per-channel constants applied to ``x / 255``
+    mean, std : per-channel constants applied to ``x / 255`` (images only)
     """
 
     def __init__(
@@ -43,9 +54,11 @@ class TensorLoader:
         if len(x) != len(y):
             raise ValueError(f"x has {len(x)} rows, y has {len(y)}")
         self.x, self.y, self.batch_size, self.shuffle = x, y, batch_size, shuffle
-        c = x.shape[1]
-        self._mean = torch.tensor(mean, dtype=torch.float32).view(1, c, 1, 1)
-        self._scale = 1.0 / (255.0 * torch.tensor(std, dtype=torch.float32).view(1, c, 1, 1))
+        self._tokens = is_token_tensor(x)
+        if not self._tokens:
+            c = x.shape[1]
+            self._mean = torch.tensor(mean, dtype=torch.float32).view(1, c, 1, 1)
+            self._scale = 1.0 / (255.0 * torch.tensor(std, dtype=torch.float32).view(1, c, 1, 1))
         self._gen = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
@@ -61,6 +74,9 @@ class TensorLoader:
         order = torch.randperm(n, generator=self._gen) if self.shuffle else torch.arange(n)
         for s in range(0, n, self.batch_size):
             b = order[s : s + self.batch_size]
+            if self._tokens:
+                yield self.x[b].to(torch.int64), self.y[b]
+                continue
             xb = self.x[b].to(torch.float32)
             # (x/255 - mean) / std, computed as (x - 255*mean) * 1/(255*std)
             yield (xb - 255.0 * self._mean) * self._scale, self.y[b]
@@ -132,7 +148,7 @@ def client_data(
 
 
 def test_loader(data: ImageData, batch_size: int, samples: int = 0, seed: int = 0) -> TensorLoader:
-    """The centralized test set, or a fixed seeded subset of ``samples`` images (0 = all)."""
+    """The centralized test set, or a fixed seeded subset of ``samples`` examples (0 = all)."""
     x, y = data.x_test, data.y_test
     if samples and samples < len(y):
         keep = np.sort(np.random.default_rng(derive_seed(seed, 0x7E57)).choice(

@@ -1,0 +1,381 @@
+"""``fedprune-summary``: a folder of results.json files -> Markdown tables and PNG plots.
+
+    fedprune-summary docs/results/runs --out docs/results --target 0.9
+
+Runs are found as ``<study>/<run>/seed-<s>/results.json`` (what
+``fedprune-study`` writes). A run's name is ``<method>__<grid labels>``; runs
+of one study that share their grid labels are compared with each other. For
+each (study, run) the tables give the mean +- std over seeds of:
+
+* final and best accuracy, and the restored dense model's final accuracy
+  (FedPrune family);
+* total upload MB, and the upload MB and wall-clock seconds until the
+  accuracy first reaches ``--target`` (``k/n`` when only k of n seeds got there);
+* ``acc@FP``: the best accuracy reached with no more upload than the FedPrune
+  run of the same grid point used in all (accuracy at equal bytes);
+* client training GFLOPs per round under the masks, and as a fraction of
+  the same training on the dense model;
+* with noisy or attacking clients: the share of the sampled clients they
+  were, and the share of the aggregation weight they got.
+
+Plots (one PNG per study and grid point): accuracy vs round and vs cumulative
+upload MB for every method; contribution scores of clean vs noisy (or
+attacking) clients over rounds; per-layer density and mask changes over
+rounds; and for sweeps (grid labels ``key=value``) final accuracy vs value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MB = 1e6
+
+
+@dataclass
+class Run:
+    """One results.json, located in the study tree."""
+
+    study: str
+    run: str
+    seed: int
+    data: dict[str, Any]
+
+    @property
+    def method(self) -> str:
+        return self.run.split("__")[0]
+
+    @property
+    def point(self) -> str:
+        """The grid labels (``''`` when the study has no grid)."""
+        return "__".join(self.run.split("__")[1:])
+
+    @property
+    def rounds(self) -> list[dict[str, Any]]:
+        return self.data["rounds"]
+
+
+def load_runs(root: Path) -> list[Run]:
+    """Every complete ``<study>/<run>/seed-<s>/results.json`` under ``root``."""
+    runs = []
+    for path in sorted(root.glob("*/*/seed-*/results.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        want = int(data.get("config", {}).get("num-server-rounds", 0))
+        if data.get("summary", {}).get("rounds_completed", 0) < want:
+            continue  # still running, or stopped: not summarised
+        seed = int(path.parent.name.split("-", 1)[1])
+        runs.append(Run(path.parents[2].name, path.parents[1].name, seed, data))
+    return runs
+
+
+# -- per-run metrics ---------------------------------------------------------------------
+
+def cumulative_up(rounds: Sequence[dict[str, Any]]) -> list[float]:
+    """Cumulative upload MB after each round."""
+    out, up = [], 0
+    for r in rounds:
+        up += r["bytes_up"]
+        out.append(up / MB)
+    return out
+
+
+def to_target(rounds: Sequence[dict[str, Any]], target: float) -> tuple[float, float] | None:
+    """(upload MB, wall seconds) when the accuracy first reaches ``target``; None if never."""
+    up, t = 0, 0.0
+    for r in rounds:
+        up += r["bytes_up"]
+        t += r.get("wall_s", 0.0)
+        if r.get("accuracy") is not None and r["accuracy"] >= target:
+            return up / MB, t
+    return None
+
+
+def accuracy_within(rounds: Sequence[dict[str, Any]], budget_mb: float) -> float:
+    """Best accuracy reached with at most ``budget_mb`` uploaded."""
+    best = 0.0
+    for r, up in zip(rounds, cumulative_up(rounds), strict=True):
+        if up > budget_mb + 1e-9:
+            break
+        best = max(best, r.get("accuracy") or 0.0)
+    return best
+
+
+def flops_per_round(rounds: Sequence[dict[str, Any]]) -> tuple[float, float] | None:
+    """(mean client GFLOPs per round, fraction of dense), or None when not recorded."""
+    rs = [r for r in rounds if r.get("dense_client_flops")]
+    if not rs:
+        return None
+    sparse = sum(r["client_flops"] for r in rs)
+    dense = sum(r["dense_client_flops"] for r in rs)
+    return sparse / len(rs) / 1e9, sparse / dense
+
+
+def group_share(rounds: Sequence[dict[str, Any]], kind: str) -> tuple[float, float] | None:
+    """For ``kind`` = ``noisy`` or ``attacker``: (their share of the sampled clients, their
+    share of the aggregation weight), averaged over rounds where any took part."""
+    rs = [r for r in rounds if r.get(f"{kind}_clients") and r.get("clients")]
+    if not rs or all(f"{kind}_weight" not in r for r in rs):
+        return None
+    share = statistics.fmean(len(r[f"{kind}_clients"]) / r["clients"] for r in rs)
+    weight = statistics.fmean(r.get(f"{kind}_weight", 0.0) for r in rs)
+    return share, weight
+
+
+# -- tables ---------------------------------------------------------------------------------
+
+def _ms(xs: Iterable[float | None], spec: str = ".4f") -> str:
+    xs = [x for x in xs if x is not None and not (isinstance(x, float) and math.isnan(x))]
+    if not xs:
+        return "-"
+    if len(xs) == 1:
+        return format(xs[0], spec)
+    return f"{format(statistics.fmean(xs), spec)} +- {format(statistics.stdev(xs), spec)}"
+
+
+def _reached(values: list[tuple[float, float] | None], i: int, spec: str) -> str:
+    got = [v[i] for v in values if v is not None]
+    if not got:
+        return "never"
+    s = _ms(got, spec)
+    return s if len(got) == len(values) else f"{s} ({len(got)}/{len(values)})"
+
+
+@dataclass
+class Group:
+    """The seeds of one (study, run)."""
+
+    study: str
+    run: str
+    runs: list[Run] = field(default_factory=list)
+
+
+def groups(runs: list[Run]) -> list[Group]:
+    out: dict[tuple[str, str], Group] = {}
+    for r in runs:
+        out.setdefault((r.study, r.run), Group(r.study, r.run)).runs.append(r)
+    return list(out.values())
+
+
+def study_table(study: str, runs: list[Run], target: float) -> str:
+    """The Markdown table of one study."""
+    # FedPrune's upload per grid point and seed: the budget for "accuracy at equal bytes"
+    budget = {(r.point, r.seed): r.data["summary"]["total_bytes_up"] / MB
+              for r in runs if r.method == "fedprune"}
+    has_dense = any(r.rounds[-1].get("dense_accuracy") is not None for r in runs)
+    has_noise = any(group_share(r.rounds, "noisy") for r in runs)
+    has_attack = any(r.rounds[-1].get("attacker_clients") is not None for r in runs)
+    head = ["run", "seeds", "final acc", "best acc"]
+    head += ["dense acc"] if has_dense else []
+    head += ["up MB", f"MB to {target:.0%}", f"s to {target:.0%}", "acc@FP", "GFLOP/round",
+             "of dense"]
+    head += ["noisy share", "noisy weight"] if has_noise else []
+    head += ["attacker share", "attacker weight"] if has_attack else []
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for g in sorted(groups(runs), key=lambda g: (g.runs[0].point, g.runs[0].method != "fedprune",
+                                                 g.run)):
+        rs = sorted(g.runs, key=lambda r: r.seed)
+        tt = [to_target(r.rounds, target) for r in rs]
+        eq = [accuracy_within(r.rounds, budget[(r.point, r.seed)]) if (r.point, r.seed) in budget
+              else None for r in rs]
+        fl = [flops_per_round(r.rounds) for r in rs]
+        row = [g.run, str(len(rs)), _ms(r.data["summary"]["final_accuracy"] for r in rs),
+               _ms(r.data["summary"]["best_accuracy"] for r in rs)]
+        if has_dense:
+            row.append(_ms(r.rounds[-1].get("dense_accuracy") for r in rs))
+        row += [_ms((r.data["summary"]["total_bytes_up"] / MB for r in rs), ".1f"),
+                _reached(tt, 0, ".1f"), _reached(tt, 1, ".0f"), _ms(eq),
+                _ms((f[0] if f else None for f in fl), ".2f"), _ms((f[1] if f else None for f in fl), ".3f")]
+        if has_noise:
+            ns = [group_share(r.rounds, "noisy") for r in rs]
+            row += [_ms((n[0] if n else None for n in ns), ".3f"),
+                    _ms((n[1] if n else None for n in ns), ".3f")]
+        if has_attack:
+            at = [group_share(r.rounds, "attacker") for r in rs]
+            shares = [statistics.fmean(len(x.get("attacker_clients") or []) / x["clients"]
+                                       for x in r.rounds[1:] if x.get("clients")) for r in rs]
+            row += [_ms(shares, ".3f"), _ms((a[1] if a else None for a in at), ".3f")]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+# -- plots ---------------------------------------------------------------------------------
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curves(study: str, point: str, runs: list[Run], out: Path) -> Path:
+    """Accuracy vs round and vs cumulative upload MB, every method (mean over seeds)."""
+    plt = _plt()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    by: dict[str, list[Run]] = defaultdict(list)
+    for r in runs:
+        by[r.method].append(r)
+    for method, rs in sorted(by.items()):
+        n = min(len(r.rounds) for r in rs)
+        acc = [statistics.fmean((r.rounds[i].get("accuracy") or 0.0) for r in rs) for i in range(n)]
+        up = [statistics.fmean(cumulative_up(r.rounds)[i] for r in rs) for i in range(n)]
+        a.plot(range(n), acc, label=method, lw=2 if method == "fedprune" else 1)
+        b.plot(up, acc, label=method, lw=2 if method == "fedprune" else 1)
+    a.set(xlabel="round", ylabel="test accuracy", title=f"{study} {point}".strip())
+    b.set(xlabel="cumulative upload (MB)", ylabel="test accuracy", xscale="log")
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+        ax.set_ylim(0, 1)
+    b.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path = out / f"{study}{'__' + point if point else ''}__accuracy.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_contributions(run: Run, out: Path) -> Path | None:
+    """Mean CGSV score and aggregation weight of clean vs noisy / attacking clients per round."""
+    kind = "attacker" if any(r.get("attacker_clients") for r in run.rounds) else "noisy"
+    rows = [r for r in run.rounds if r.get("contributions")]
+    if not rows or not any(r.get(f"{kind}_clients") for r in rows):
+        return None
+    plt = _plt()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    for label, pick in ((kind, True), ("clean", False)):
+        xs, score, weight = [], [], []
+        for r in rows:
+            bad = {str(c) for c in r.get(f"{kind}_clients") or []}
+            sel = [v for c, v in r["contributions"].items() if (c in bad) == pick]
+            if sel:
+                xs.append(r["round"])
+                score.append(statistics.fmean(v["score"] for v in sel))
+                weight.append(statistics.fmean(v["weight"] for v in sel))
+        a.plot(xs, score, "o-", ms=3, label=label)
+        b.plot(xs, weight, "o-", ms=3, label=label)
+    a.set(xlabel="round", ylabel="mean smoothed CGSV score", title=f"{run.study}/{run.run} seed {run.seed}")
+    b.set(xlabel="round", ylabel="mean aggregation weight per client")
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    path = out / f"{run.study}__{run.run}__contributions.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_masks(run: Run, out: Path) -> Path | None:
+    """Per-layer density and per-layer mask changes (positions newly kept) over rounds."""
+    rows = [r for r in run.rounds if r.get("layer_density")]
+    if not rows:
+        return None
+    plt = _plt()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    for layer in rows[0]["layer_density"]:
+        xs = [r["round"] for r in rows]
+        a.plot(xs, [r["layer_density"][layer] for r in rows], label=layer)
+        b.plot(xs, [r.get("layer_mask_changes", {}).get(layer, 0) for r in rows], label=layer)
+    a.set(xlabel="round", ylabel="density", title=f"{run.study}/{run.run} seed {run.seed}", yscale="log")
+    b.set(xlabel="round", ylabel="mask positions changed")
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+    a.legend(fontsize=7)
+    fig.tight_layout()
+    path = out / f"{run.study}__{run.run}__masks.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_sweep(study: str, runs: list[Run], out: Path) -> Path | None:
+    """Final accuracy (mean +- std over seeds) against a swept hyper-parameter."""
+    pts: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+    key = None
+    for r in runs:
+        labels = [p for p in r.point.split("__") if "=" in p]
+        if len(labels) != 1:
+            return None
+        key, value = labels[0].split("=", 1)
+        try:
+            pts[r.method][float(value)].append(r.data["summary"]["final_accuracy"])
+        except ValueError:
+            return None
+    if not pts:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for method, vals in sorted(pts.items()):
+        xs = sorted(vals)
+        ys = [statistics.fmean(vals[x]) for x in xs]
+        es = [statistics.stdev(vals[x]) if len(vals[x]) > 1 else 0.0 for x in xs]
+        ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=method)
+    ax.set(xlabel=key, ylabel="final test accuracy", title=study)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path = out / f"{study}__sweep.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# -- command -------------------------------------------------------------------------------
+
+def summarise(root: Path, out: Path, target: float, plots: bool = True) -> str:
+    """Write ``summary.md`` and the plots under ``out``; return the Markdown."""
+    runs = load_runs(root)
+    out.mkdir(parents=True, exist_ok=True)
+    figs = out / "figures"
+    parts = [f"# Study summary\n\nFrom `{root}` ({len(runs)} complete runs); target accuracy "
+             f"{target:.0%}. Mean +- std over seeds.\n"]
+    for study in sorted({r.study for r in runs}):
+        rs = [r for r in runs if r.study == study]
+        parts.append(f"\n## {study}\n\n{study_table(study, rs, target)}\n")
+        if not plots:
+            continue
+        figs.mkdir(parents=True, exist_ok=True)
+        made = []
+        for point in sorted({r.point for r in rs}):
+            made.append(plot_curves(study, point, [r for r in rs if r.point == point], figs))
+        first = {}
+        for r in sorted(rs, key=lambda r: r.seed):
+            first.setdefault(r.run, r)
+        for r in first.values():
+            made.append(plot_contributions(r, figs))
+            if r.method == "fedprune":
+                made.append(plot_masks(r, figs))
+        made.append(plot_sweep(study, rs, figs))
+        parts.append("\n" + "\n".join(f"![{p.stem}]({p.relative_to(out)})" for p in made if p) + "\n")
+    text = "".join(parts)
+    (out / "summary.md").write_text(text)
+    return text
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point."""
+    p = argparse.ArgumentParser(prog="fedprune-summary", description=__doc__.splitlines()[0])
+    p.add_argument("root", type=Path, help="folder of <study>/<run>/seed-<s>/results.json")
+    p.add_argument("--out", type=Path, help="where summary.md and figures/ go (default: root)")
+    p.add_argument("--target", type=float, default=0.9, help="target accuracy (default 0.9)")
+    p.add_argument("--no-plots", action="store_true")
+    args = p.parse_args(argv)
+    if not args.root.is_dir():
+        raise SystemExit(f"fedprune-summary: no folder {args.root}")
+    text = summarise(args.root, args.out or args.root, args.target, plots=not args.no_plots)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
