@@ -82,7 +82,9 @@ def client_from_context(
         noise=plan, batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size,
         seed=cfg.seed, max_train=cfg.max_client_samples,
     )
-    metrics = {wire.CLIENT_ID: pid, wire.NOISE_RATE: local.noise_rate}
+    # every client reports the same metric keys (Flower's strategies refuse to aggregate
+    # MetricRecords whose keys differ)
+    metrics = {wire.CLIENT_ID: pid, wire.NOISE_RATE: local.noise_rate, wire.ATTACKER: 0}
     attack = "none"
     if cfg.attack != "none" and pid in attackers(num_partitions, cfg.attack_fraction, cfg.seed):
         metrics[wire.ATTACKER] = 1

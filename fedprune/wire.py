@@ -40,7 +40,7 @@ LOTTERY_THRESHOLD = "lottery-threshold"  # LotteryFL: validation accuracy needed
 PRUNED = "pruned"  # metric: 1 if the client pruned this round
 LOSS_FIRST = "loss-first"  # metric: loss of the first local step
 LOSS_LAST = "loss-last"  # metric: mean loss of the last local epoch
-ATTACKER = "attacker"  # metric: 1 on clients that attack (results only; no strategy reads it)
+ATTACKER = "attacker"  # metric: 1 on clients that attack, else 0 (results only; no strategy reads it)
 TRAIN_FLOPS = "train-flops"  # metric: local training FLOPs under the client's masks
 DENSE_FLOPS = "dense-flops"  # metric: the same training on the dense model
 
