@@ -45,9 +45,8 @@ class Experiment:
         return int(self.federation.get("num-supernodes", 10))
 
 
-def load_experiment(path: str | Path, extra: dict[str, Any] | None = None) -> Experiment:
-    """Read and validate an experiment file; ``extra`` overrides its keys."""
-    path = Path(path)
+def _read(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A YAML file's mapping, and its checked ``federation`` section (popped from it)."""
     try:
         doc = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
@@ -58,6 +57,13 @@ def load_experiment(path: str | Path, extra: dict[str, Any] | None = None) -> Ex
     bad = set(federation) - set(FEDERATION_KEYS)
     if bad:
         raise ConfigError(f"{path}: unknown federation keys {sorted(bad)}; valid: {FEDERATION_KEYS}")
+    return doc, federation
+
+
+def load_experiment(path: str | Path, extra: dict[str, Any] | None = None) -> Experiment:
+    """Read and validate an experiment file; ``extra`` overrides its keys."""
+    path = Path(path)
+    doc, federation = _read(path)
     overrides = {**doc, **(extra or {})}
     try:
         RunConfig.from_mapping(overrides)
@@ -125,24 +131,15 @@ def load_study(
     import itertools
 
     path = Path(path)
-    try:
-        doc = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
-    if not isinstance(doc, dict):
-        raise ConfigError(f"{path}: expected a mapping")
+    doc, federation = _read(path)
     study = str(doc.pop("study", path.stem))
     file_seeds = doc.pop("seeds", None)
     runs = doc.pop("runs", None) or {path.stem: {}}
     grid = doc.pop("grid", None) or {}
-    federation = doc.pop("federation", {}) or {}
     if not isinstance(runs, dict) or not all(isinstance(v, dict) or v is None for v in runs.values()):
         raise ConfigError(f"{path}: 'runs' must map run names to overrides")
     if not isinstance(grid, dict):
         raise ConfigError(f"{path}: 'grid' must be a mapping of axes")
-    bad = set(federation) - set(FEDERATION_KEYS)
-    if bad:
-        raise ConfigError(f"{path}: unknown federation keys {sorted(bad)}; valid: {FEDERATION_KEYS}")
     if seeds is None:
         seeds = file_seeds if file_seeds is not None else [int(doc.get("seed", 0))]
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
