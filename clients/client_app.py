@@ -33,7 +33,7 @@ from flwr.clientapp import ClientApp
 from clients.numpy_client import FedPruneClient
 from fedprune import codec, wire
 from fedprune.attacks import attackers, flip_labels
-from fedprune.config import RunConfig
+from fedprune.config import DEVICES, RunConfig
 from fedprune.data import load_dataset
 from fedprune.data.loader import client_data
 from fedprune.data.noise import noise_plan
@@ -54,6 +54,29 @@ def node_identity(context: Context) -> tuple[int, int]:
             "--node-config \"partition-id=<i> num-partitions=<N>\" (the simulation sets both)"
         )
     return int(nc["partition-id"]), int(nc["num-partitions"])
+
+
+def node_device(context: Context, cfg: RunConfig) -> str:
+    """The node-config ``device`` (one GPU node among CPU ones), else run-config ``device``."""
+    device = str(context.node_config.get("device", cfg.device))
+    if device not in DEVICES and not device.startswith("cuda:"):
+        raise ValueError(f"node-config device must be one of {DEVICES} or cuda:<i>, got {device!r}")
+    return device
+
+
+def compute_budget(context: Context, cfg: RunConfig, pid: int) -> float:
+    """The node-config ``compute-budget`` (a fraction in (0, 1] of a full client's
+    sparse model it can train), else the run-config ``compute-budgets`` list by
+    partition id, else 1."""
+    if "compute-budget" in context.node_config:
+        value = float(context.node_config["compute-budget"])
+        if not 0.0 < value <= 1.0:
+            raise ValueError(f"node-config compute-budget must be in (0, 1], got {value}")
+        return value
+    if cfg.compute_budgets:
+        budgets = [float(b) for b in cfg.compute_budgets.split(",")]
+        return budgets[pid % len(budgets)]
+    return 1.0
 
 
 def partition_spec(cfg: RunConfig, num_partitions: int) -> PartitionSpec:
@@ -84,7 +107,8 @@ def client_from_context(
     )
     # every client reports the same metric keys (Flower's strategies refuse to aggregate
     # MetricRecords whose keys differ)
-    metrics = {wire.CLIENT_ID: pid, wire.NOISE_RATE: local.noise_rate, wire.ATTACKER: 0}
+    metrics = {wire.CLIENT_ID: pid, wire.NOISE_RATE: local.noise_rate, wire.ATTACKER: 0,
+               wire.COMPUTE_BUDGET: compute_budget(context, cfg, pid)}
     attack = "none"
     if cfg.attack != "none" and pid in attackers(num_partitions, cfg.attack_fraction, cfg.seed):
         metrics[wire.ATTACKER] = 1
@@ -97,9 +121,9 @@ def client_from_context(
         model, local.train, local.test,
         train_config=TrainConfig(
             epochs=cfg.local_epochs, lr=cfg.lr, momentum=cfg.momentum,
-            weight_decay=cfg.weight_decay,
+            weight_decay=cfg.weight_decay, amp=cfg.amp,
         ),
-        device=resolve_device(cfg.device),
+        device=resolve_device(node_device(context, cfg)),
         seed=derive_seed(cfg.seed, pid),
         metrics=metrics,
         # the seeded initial weights, identical to the server's (LotteryFL's rewinding)
@@ -131,14 +155,20 @@ def load_payload(record: ArrayRecord, client: FedPruneClient) -> list[np.ndarray
 
 
 def reply_record(
-    client: FedPruneClient, params: list[np.ndarray], metrics: dict[str, Any], n: int
+    client: FedPruneClient, params: list[np.ndarray], metrics: dict[str, Any], n: int,
+    value_dtype: str = "float32",
 ) -> RecordDict:
     """Reply content: the trained model, encoded sparse on the client's masks
-    (only the kept values, the packed masks and the dense non-prunable tensors),
-    and the metrics."""
+    (only the kept values, the packed masks and the dense non-prunable tensors;
+    float values as ``value_dtype``), and the metrics."""
     state = dict(zip(client._keys, params, strict=True))
     masks = {k: m.detach().cpu().bool().numpy() for k, m in client.masks.items()}
-    payload = codec.encode_state(state, masks)
+    trainable = getattr(client, "trainable", None)
+    if trainable is not None:  # partial training (FedBT): upload the trained tensors only
+        keep = set(trainable)
+        state = {k: v for k, v in state.items() if k in keep}
+        masks = {k: m for k, m in masks.items() if k in state}
+    payload = codec.encode_state(state, masks, value_dtype)
     for k, g in client.sq_grads.items():  # PruneFL reconfiguration rounds only
         payload[k + wire.SQGRAD_SUFFIX] = g.detach().cpu().numpy().astype(np.float32)
     arrays = ArrayRecord({k: Array(v) for k, v in payload.items()})
@@ -158,8 +188,10 @@ def make_client_app(client_fn: ClientFn = client_from_context) -> ClientApp:
     @capp.train()
     def _train(msg: Message, context: Context) -> Message:
         client = client_fn(context)
-        params, n, metrics = client.fit(load_payload(_arrays(msg), client), _config(msg))
-        return Message(reply_record(client, params, metrics, n), reply_to=msg)
+        config = _config(msg)
+        params, n, metrics = client.fit(load_payload(_arrays(msg), client), config)
+        dtype = str(config.get(wire.VALUE_DTYPE, "float32"))  # the server's codec-dtype
+        return Message(reply_record(client, params, metrics, n, dtype), reply_to=msg)
 
     @capp.evaluate()
     def _evaluate(msg: Message, context: Context) -> Message:

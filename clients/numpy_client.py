@@ -28,8 +28,9 @@ from torch import nn
 from fedprune import wire
 from fedprune.attacks import UPDATE_ATTACKS, attack_update
 from fedprune.dst import ReadjustReport, readjust_hook
-from fedprune.flops import layer_macs, training_flops
+from fedprune.flops import forward_order, layer_macs, partial_training_flops, training_flops
 from fedprune.masks import layer_budgets, prune_by_magnitude
+from fedprune.partial import frozen_except, on_masks
 from fedprune.seeds import derive_seed
 from fedprune.training import StepState, TrainConfig, evaluate, train
 
@@ -90,6 +91,9 @@ class FedPruneClient(NumPyClient):
             raise ValueError(f"client attack must be 'none' or one of {UPDATE_ATTACKS}, got {attack!r}")
         self.attack, self.attack_scale = attack, attack_scale
         self._macs = layer_macs(model, tuple(input_shape)) if input_shape is not None else None
+        self._input_shape = tuple(input_shape) if input_shape is not None else None
+        # partial training (FedBT): the tensors the last fit trained and uploads; None = all
+        self.trainable: list[str] | None = None
 
     # -- parameters ----------------------------------------------------------
     def get_parameters(self, config: dict[str, Any]) -> list[np.ndarray]:
@@ -111,6 +115,8 @@ class FedPruneClient(NumPyClient):
     ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
         """Train locally from ``parameters``; return (parameters, n, metrics)."""
         self.set_parameters(parameters)
+        names = config.get(wire.FEDBT_TRAIN)
+        self.trainable = None if names is None else [str(n) for n in names]
         received = ({k: np.array(p, copy=True) for k, p in zip(self._keys, parameters, strict=True)}
                     if self.attack != "none" else None)
         cfg = self.train_config
@@ -120,27 +126,32 @@ class FedPruneClient(NumPyClient):
             momentum=cfg.momentum,
             weight_decay=cfg.weight_decay,
             proximal_mu=float(config.get(wire.PROXIMAL_MU, cfg.proximal_mu)),
+            amp=cfg.amp,
         )
         rnd = int(config.get(wire.SERVER_ROUND, 0))
         hook = self.on_step
         alpha = float(config.get(wire.DST_ALPHA, 0.0))
         reports: list[ReadjustReport] = []
         if alpha > 0 and self.masks:
-            hook = _chain(hook, readjust_hook(
+            readjust = readjust_hook(
                 alpha, float(config.get(wire.DST_AT, 0.5)),
                 str(config.get(wire.DST_GROWTH, "gradient")),
                 seed=derive_seed(self.seed, rnd, 7), report=reports,
-            ))
+            )
+            if self.trainable is not None:  # partial training: only the trained masks move
+                readjust = on_masks(readjust, self.trainable)
+            hook = _chain(hook, readjust)
         self.sq_grads = {}
         mode = config.get(wire.PERSONAL_PRUNE)
         pruned = 0
         if mode == "lotteryfl" and self.masks:
             pruned = self._lottery_prune(config)
-        result = train(
-            self.model, self.trainloader, cfg, device=self.device, masks=self.masks,
-            on_step=hook, seed=derive_seed(self.seed, rnd),
-            sq_grads=self.sq_grads if config.get(wire.PRUNEFL_SQGRAD) else None,
-        )
+        with frozen_except(self.model, self.trainable):  # no-op unless partial training
+            result = train(
+                self.model, self.trainloader, cfg, device=self.device, masks=self.masks,
+                on_step=hook, seed=derive_seed(self.seed, rnd),
+                sq_grads=self.sq_grads if config.get(wire.PRUNEFL_SQGRAD) else None,
+            )
         if mode == "subfedavg" and self.masks:
             pruned = self._prune(config)
         metrics = {**self.metrics, wire.TRAIN_LOSS: result.loss, wire.LOSS_FIRST: result.first_loss,
@@ -151,7 +162,12 @@ class FedPruneClient(NumPyClient):
             metrics[wire.DST_MOVED] = sum(sum(r.moved.values()) for r in reports)
         if self._macs is not None:
             seen = result.num_examples * cfg.epochs
-            metrics[wire.TRAIN_FLOPS] = float(training_flops(self._macs, seen, self.masks))
+            if self.trainable is None:
+                metrics[wire.TRAIN_FLOPS] = float(training_flops(self._macs, seen, self.masks))
+            else:  # backward only down to the lowest trained layer, weight gradients of trained ones
+                order = forward_order(self.model, self._input_shape)  # type: ignore[arg-type]
+                metrics[wire.TRAIN_FLOPS] = float(partial_training_flops(
+                    self._macs, seen, order, self.trainable, self.masks))
             metrics[wire.DENSE_FLOPS] = float(training_flops(self._macs, seen))
         self.model.to("cpu")
         params = self.get_parameters({})

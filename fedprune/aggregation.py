@@ -36,6 +36,7 @@ def masked_average(
     masks: Sequence[Mapping[str, np.ndarray]],
     weights: Sequence[float],
     previous: Mapping[str, np.ndarray],
+    started_at_zero: Sequence[Mapping[str, np.ndarray]] | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Mask-aware weighted average.
 
@@ -44,6 +45,14 @@ def masked_average(
     ``sum_{i: m_i[j]} p_i w_i[j] / sum_{i: m_i[j]} p_i``; a position held by no
     client keeps ``previous[j]``. Unmasked tensors (those absent from the
     clients' masks) are plain weighted means.
+
+    ``started_at_zero`` (per client, per masked tensor: the positions the
+    client received as 0, i.e. outside the mask it was sent) makes a client
+    that did not grow such a position vote for 0 there: its weight joins the
+    denominator. A position grown by one client then gets that client's
+    value scaled by its weight share, not the whole value, so no single
+    client decides the value (and, through top-|value| selection, the entry
+    into the global mask) of a position nobody else grew.
 
     Returns
     -------
@@ -62,11 +71,15 @@ def masked_average(
     for key in masked:
         num = np.zeros(np.shape(previous[key]), dtype=np.float64)
         den = np.zeros_like(num)
-        for wi, s, m in zip(p, states, masks, strict=True):
+        held = np.zeros(num.shape, dtype=bool)
+        for i, (wi, s, m) in enumerate(zip(p, states, masks, strict=True)):
             mi = np.asarray(m[key], dtype=bool)
             num += np.where(mi, wi * np.asarray(s[key], dtype=np.float64), 0.0)
             den += wi * mi
-        held = den > 0
+            held |= mi
+            if started_at_zero is not None:  # a zero vote where it started at 0 and kept 0
+                den += wi * (np.asarray(started_at_zero[i][key], dtype=bool) & ~mi)
+        held &= den > 0
         agg = np.asarray(previous[key], dtype=np.float64).copy()
         agg[held] = num[held] / den[held]
         out[key] = agg.astype(np.asarray(previous[key]).dtype)

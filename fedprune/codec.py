@@ -23,6 +23,12 @@ N*H(K/N)+small)`` bits. Rice codes are near-optimal for the geometric gaps of
 a random mask, which brings the total within a few percent of the
 information-theoretic bound ``32*K + log2 C(N, K)`` bits (see
 ``benchmarks/codec_bound.py``). Decoding is vectorised NumPy and bit-exact.
+
+Optionally (run-config ``codec-dtype = "float16"``) the values, and the dense
+float32 tensors of :func:`encode_state`, travel as float16: half the value
+bytes, lossy (about 3 significant digits; magnitudes above 65504 become inf,
+which the receiver rejects as non-finite). Decoding accepts either width and
+returns float32.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ FULL, EMPTY, BITMAP, RICE = 0, 1, 2, 3
 KINDS = {FULL: "full", EMPTY: "empty", BITMAP: "bitmap", RICE: "rice"}
 VALUES_SUFFIX = "#values"
 MASK_SUFFIX = "#mask"
+VALUE_DTYPES = ("float32", "float16")
 
 
 class CodecError(ValueError):
@@ -47,7 +54,7 @@ class CodecError(ValueError):
 class Encoded:
     """One encoded tensor."""
 
-    values: np.ndarray  # float32 (K,)
+    values: np.ndarray  # float32 or float16 (K,)
     mask: np.ndarray  # uint8 (header + mask bytes)
 
     @property
@@ -101,13 +108,14 @@ def _rice_decode(payload: np.ndarray, k: int, b: int) -> np.ndarray:
     return (q << b) | low
 
 
-def encode(tensor: np.ndarray, mask: np.ndarray) -> Encoded:
-    """Encode the entries of ``tensor`` where ``mask`` is True (losslessly).
+def encode(tensor: np.ndarray, mask: np.ndarray, value_dtype: str = "float32") -> Encoded:
+    """Encode the entries of ``tensor`` where ``mask`` is True.
 
-    ``tensor`` is cast to float32; entries outside the mask are not sent.
+    ``tensor`` is cast to ``value_dtype`` (float32: lossless for float32
+    models; float16: lossy); entries outside the mask are not sent.
     """
     flat_mask = np.asarray(mask, dtype=bool).reshape(-1)
-    flat = np.asarray(tensor, dtype=np.float32).reshape(-1)
+    flat = np.asarray(tensor, dtype=_value_dtype(value_dtype)).reshape(-1)
     if flat.shape != flat_mask.shape:
         raise ValueError(f"tensor has {flat.size} entries, mask {flat_mask.size}")
     n = flat.size
@@ -172,11 +180,17 @@ def decode_mask(enc_mask: np.ndarray, k: int, shape: tuple[int, ...]) -> np.ndar
     return flat.reshape(shape)
 
 
+def _value_dtype(name: str) -> type:
+    if name not in VALUE_DTYPES:
+        raise ValueError(f"value dtype must be one of {VALUE_DTYPES}, got {name!r}")
+    return np.float16 if name == "float16" else np.float32
+
+
 def decode(enc: Encoded, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """(dense float32 tensor with zeros outside the mask, boolean mask)."""
     values = np.asarray(enc.values)
-    if values.dtype != np.float32 or values.ndim != 1:
-        raise CodecError("values must be a float32 vector")
+    if values.dtype not in (np.float32, np.float16) or values.ndim != 1:
+        raise CodecError("values must be a float32 or float16 vector")
     mask = decode_mask(enc.mask, len(values), shape)
     out = np.zeros(mask.size, np.float32)
     out[mask.reshape(-1)] = values
@@ -193,19 +207,29 @@ def information_bound_bits(n: int, k: int) -> float:
 
 
 def encode_state(
-    state: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray]
+    state: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray],
+    value_dtype: str = "float32",
 ) -> dict[str, np.ndarray]:
     """A model as wire arrays: ``name#values`` / ``name#mask`` for masked tensors,
-    ``name`` (unchanged) for the others."""
+    ``name`` for the others (unchanged, except float32 tensors cast to float16
+    when ``value_dtype`` is ``float16``)."""
+    half = _value_dtype(value_dtype) is np.float16
     out: dict[str, np.ndarray] = {}
     for name, arr in state.items():
         if name in masks:
-            enc = encode(arr, masks[name])
+            enc = encode(arr, masks[name], value_dtype)
             out[name + VALUES_SUFFIX] = enc.values
             out[name + MASK_SUFFIX] = enc.mask
         else:
-            out[name] = np.asarray(arr)
+            arr = np.asarray(arr)
+            out[name] = arr.astype(np.float16) if half and arr.dtype == np.float32 else arr
     return out
+
+
+def widen(arr: np.ndarray) -> np.ndarray:
+    """A float16 wire array as float32 (others unchanged)."""
+    arr = np.asarray(arr)
+    return arr.astype(np.float32) if arr.dtype == np.float16 else arr
 
 
 def decode_state(
@@ -232,7 +256,7 @@ def decode_state(
             state[name], masks[name] = decode(Encoded(arrays[vk], arrays[mk]), tuple(shape))
         elif name in arrays:
             expected.add(name)
-            state[name] = np.asarray(arrays[name])
+            state[name] = widen(arrays[name])
         else:
             raise CodecError(f"{name}: missing from the payload")
     extra = set(arrays) - expected

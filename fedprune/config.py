@@ -24,6 +24,9 @@ DATA_DIR_ENV = "FEDPRUNE_DATA_DIR"
 NOISE_TYPES = ("none", "symmetric", "pairflip")
 ATTACKS = ("none", "sign-flip", "scale", "noise", "label-flip")  # see fedprune.attacks
 DEVICES = ("cpu", "cuda", "auto")
+CODEC_DTYPES = ("float32", "float16")
+ADAPTIVE_DENSITY = ("none", "budget", "contribution")
+FEDBT_MODES = ("pretrain", "finetune")  # see fedprune.partial
 
 
 class ConfigError(ValueError):
@@ -91,15 +94,33 @@ class RunConfig:
     lambda_schedule: str = "cosine"
     cgsv_beta: float = 0.5
     cgsv_floor: float = 0.001
+    cgsv_leave_one_out: bool = False
+    clip_updates: float = 0.0
+    grown_average: str = "holders"
     dynamic_topology: bool = True
     contribution_weighting: bool = True
     residual_restoration: bool = True
+    # FedBT partial training (strategies "fedbt", "fedbt-prune"); see fedprune/partial.py
+    fedbt_mode: str = "pretrain"
+    fedbt_layers: int = 0
+    fedbt_top: int = 1
     data_dir: str = ""
     download: bool = False
     results_dir: str = ""
     checkpoint_every: int = 0
     resume: bool = False
     device: str = "cpu"
+    # mixed-precision local training (float16 autocast on CUDA, bfloat16 on CPU)
+    amp: bool = False
+    # dtype of the float values on the wire: float32 (exact) or float16 (lossy, half the bytes)
+    codec_dtype: str = "float32"
+    # FedPrune's per-client density: none (every client the global density), budget
+    # (node-config compute-budget), contribution (low-CGSV clients get sparser sub-masks)
+    adaptive_density: str = "none"
+    adaptive_min: float = 0.25
+    # simulated device budgets: client i gets budgets[i % len] unless its node-config sets
+    # compute-budget (comma-separated fractions in (0, 1]; "" = every client 1)
+    compute_budgets: str = ""
     round_timeout: float = 600.0
     round_retries: int = 0
     # Keys a caller may add on top (for example a plug-in app's own keys) are
@@ -187,6 +208,12 @@ class RunConfig:
             (0.0 <= self.attack_fraction <= 1.0, "attack-fraction", "must be in [0, 1]"),
             (self.attack_scale > 0, "attack-scale", "must be > 0"),
             (self.device in DEVICES, "device", f"must be one of {DEVICES}"),
+            (self.codec_dtype in CODEC_DTYPES, "codec-dtype", f"must be one of {CODEC_DTYPES}"),
+            (self.adaptive_density in ADAPTIVE_DENSITY, "adaptive-density",
+             f"must be one of {ADAPTIVE_DENSITY}"),
+            (0.0 < self.adaptive_min <= 1.0, "adaptive-min", "must be in (0, 1]"),
+            (not self.compute_budgets or _valid_arms(self.compute_budgets), "compute-budgets",
+             "must be comma-separated fractions in (0, 1]"),
             (0.0 < self.model_width <= 4.0, "model-width", "must be in (0, 4]"),
             (self.proximal_mu >= 0, "proximal-mu", "must be >= 0"),
             (self.server_lr > 0, "server-lr", "must be > 0"),
@@ -210,6 +237,11 @@ class RunConfig:
              "lambda-schedule", "must be cosine, linear, exponential or constant"),
             (0.0 <= self.cgsv_beta < 1.0, "cgsv-beta", "must be in [0, 1)"),
             (0.0 < self.cgsv_floor < 1.0, "cgsv-floor", "must be in (0, 1)"),
+            (self.clip_updates >= 0, "clip-updates", "must be >= 0 (0 = off)"),
+            (self.grown_average in ("holders", "all"), "grown-average", "must be 'holders' or 'all'"),
+            (self.fedbt_mode in FEDBT_MODES, "fedbt-mode", f"must be one of {FEDBT_MODES}"),
+            (self.fedbt_layers >= 0, "fedbt-layers", "must be >= 0 (0 = FedBT's default)"),
+            (self.fedbt_top >= 0, "fedbt-top", "must be >= 0"),
             (self.round_timeout > 0, "round-timeout", "must be > 0"),
             (self.round_retries >= 0, "round-retries", "must be >= 0 (0 = skip the round)"),
             (self.checkpoint_every >= 0, "checkpoint-every", "must be >= 0 (0 = no checkpoints)"),

@@ -7,7 +7,8 @@ updates ``d_i`` (flattened, zero outside client i's support ``S_i``):
 
     u_i   = d_i / ||d_i||
     u     = sum_i w_i u_i                     (w_i: the clients' previous weights)
-    phi_i = cos(u_i, u) on S_i                (the common support of u_i and u)
+    phi_i = cos(u_i, u) on S_i                (the common support of u_i and u;
+                                               u - w_i u_i with leave_one_out)
     r_i  <- max(floor, beta * r_i + (1 - beta) * phi_i)   (r_i = max(floor, phi_i) at first sight)
 
 and the aggregation weights blend data size and contribution:
@@ -74,6 +75,9 @@ class ContributionState:
 
     beta: float = 0.5
     floor: float = 1e-3
+    # phi_i = cos(u_i, u - w_i u_i): without the client's own share of the aggregate,
+    # which otherwise lifts every phi by about w_i / ||u|| (large when clients disagree)
+    leave_one_out: bool = False
     scores: dict[int, float] = field(default_factory=dict)
     last_weight: dict[int, float] = field(default_factory=dict)
 
@@ -132,8 +136,8 @@ class ContributionState:
                 raise ValueError("a client's support indices must be unique")
             agg[i] += w * u
         phis = {}
-        for c, i, u in zip(clients, indices, units, strict=True):
-            a = agg[i]
+        for c, i, u, w in zip(clients, indices, units, prev, strict=True):
+            a = agg[i] - w * u if self.leave_one_out else agg[i]
             na, nb = _norm(u), _norm(a)
             phi = 0.0 if na == 0.0 or nb == 0.0 else float(np.sum(u * a) / (na * nb))
             phis[c] = phi

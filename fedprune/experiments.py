@@ -23,7 +23,9 @@ import yaml
 
 from fedprune.config import ConfigError, RunConfig
 
-FEDERATION_KEYS = ("num-supernodes",)
+# Flower's simulation federation options (``flwr run --federation-config``): clients, and
+# each ClientApp's Ray resources (a fractional GPU lets several clients share one)
+FEDERATION_KEYS = ("num-supernodes", "client-resources-num-cpus", "client-resources-num-gpus")
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,20 @@ class Experiment:
         """Clients in the federation (default 10)."""
         return int(self.federation.get("num-supernodes", 10))
 
+    @property
+    def client_resources(self) -> dict[str, float]:
+        """Ray resources of each simulated ClientApp (1 CPU, no GPU by default)."""
+        return client_resources(self.federation)
+
+
+def client_resources(federation: dict[str, Any]) -> dict[str, float]:
+    """``{"num_cpus", "num_gpus"}`` from a federation mapping, checked."""
+    cpus = float(federation.get("client-resources-num-cpus", 1))
+    gpus = float(federation.get("client-resources-num-gpus", 0.0))
+    if cpus <= 0 or gpus < 0:
+        raise ConfigError(f"client resources must be > 0 CPUs and >= 0 GPUs, got {cpus}, {gpus}")
+    return {"num_cpus": cpus, "num_gpus": gpus}
+
 
 def _read(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """A YAML file's mapping, and its checked ``federation`` section (popped from it)."""
@@ -57,6 +73,10 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     bad = set(federation) - set(FEDERATION_KEYS)
     if bad:
         raise ConfigError(f"{path}: unknown federation keys {sorted(bad)}; valid: {FEDERATION_KEYS}")
+    try:
+        client_resources(federation)
+    except (ConfigError, TypeError, ValueError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
     return doc, federation
 
 
@@ -87,6 +107,7 @@ class Job:
     overrides: dict[str, Any]
     num_supernodes: int
     labels: dict[str, str] = field(default_factory=dict)  # grid axis -> label
+    federation: dict[str, Any] = field(default_factory=dict)  # the file's federation section
 
     @property
     def key(self) -> str:
@@ -162,5 +183,6 @@ def load_study(
                 except ConfigError as exc:
                     raise ConfigError(f"{path}: run {name!r}: {exc}") from exc
                 jobs.append(Job(study=study, run=name, seed=seed, overrides=ov,
-                                num_supernodes=int(fed.get("num-supernodes", 10)), labels=labels))
+                                num_supernodes=int(fed.get("num-supernodes", 10)), labels=labels,
+                                federation=dict(fed)))
     return jobs

@@ -35,6 +35,9 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 0.0
     proximal_mu: float = 0.0
+    # mixed precision: autocast to float16 on CUDA (with loss scaling) or bfloat16 on
+    # CPU; parameters, optimizer state and the masks stay float32
+    amp: bool = False
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,7 @@ def train(
     except TypeError:
         n_batches = 0
     total_steps = n_batches * cfg.epochs
+    autocast, scaler = _mixed_precision(cfg.amp, device)
     loss_sum, steps, seen = 0.0, 0, 0
     first_loss, last_sum, last_steps = float("nan"), 0.0, 0
     rng_ctx = torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext()
@@ -133,12 +137,17 @@ def train(
             for x, y in loader:
                 x, y = x.to(device), y.to(device)
                 opt.zero_grad(set_to_none=True)
-                loss = nn.functional.cross_entropy(model(x), y)
+                with autocast():
+                    loss = nn.functional.cross_entropy(model(x).float(), y)
                 total = loss
                 if start is not None:
                     prox = sum(((p - start[n]) ** 2).sum() for n, p in params.items())
                     total = loss + 0.5 * cfg.proximal_mu * prox
-                total.backward()
+                if scaler is not None:
+                    scaler.scale(total).backward()
+                    scaler.unscale_(opt)  # true gradients for the masks and sq_grads
+                else:
+                    total.backward()
                 for name, m in masks.items():
                     g = params[name].grad
                     if g is not None:
@@ -146,7 +155,11 @@ def train(
                             sq = g.detach() ** 2
                             sq_grads[name] = sq_grads[name] + sq if name in sq_grads else sq
                         g.mul_(m)
-                opt.step()
+                if scaler is not None:
+                    scaler.step(opt)  # skipped when the gradients overflowed
+                    scaler.update()
+                else:
+                    opt.step()
                 with torch.no_grad():
                     for name, m in masks.items():
                         params[name].mul_(m)
@@ -166,6 +179,19 @@ def train(
         raise FloatingPointError(f"training diverged: mean loss {mean_loss}")
     return TrainResult(loss=mean_loss, num_examples=seen, steps=steps, first_loss=first_loss,
                        last_loss=last_sum / max(last_steps, 1))
+
+
+def _mixed_precision(
+    amp: bool, device: torch.device
+) -> tuple[Callable[[], contextlib.AbstractContextManager[object]], torch.amp.GradScaler | None]:
+    """(autocast context factory, gradient scaler or None) for ``amp`` on ``device``."""
+    if not amp:
+        return contextlib.nullcontext, None
+    if device.type == "cuda":
+        return (lambda: torch.autocast("cuda", dtype=torch.float16)), torch.amp.GradScaler("cuda")
+    if device.type == "cpu":  # bfloat16 has float32's range: no loss scaling needed
+        return (lambda: torch.autocast("cpu", dtype=torch.bfloat16)), None
+    raise ValueError(f"mixed precision is supported on cpu and cuda, not {device.type}")
 
 
 @torch.no_grad()

@@ -43,6 +43,9 @@ LOSS_LAST = "loss-last"  # metric: mean loss of the last local epoch
 ATTACKER = "attacker"  # metric: 1 on clients that attack, else 0 (results only; no strategy reads it)
 TRAIN_FLOPS = "train-flops"  # metric: local training FLOPs under the client's masks
 DENSE_FLOPS = "dense-flops"  # metric: the same training on the dense model
+COMPUTE_BUDGET = "compute-budget"  # metric: the node's compute budget (adaptive density)
+VALUE_DTYPE = "value-dtype"  # "float16": reply with float16 values (run-config codec-dtype)
+FEDBT_TRAIN = "fedbt-train"  # partial training (FedBT): list of the tensor names to train and upload
 
 
 def state_to_numpy(state: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
@@ -100,7 +103,7 @@ def check_dense(
         a = arrays[k]
         if tuple(a.shape) != tuple(shape):
             raise InvalidUpdate(f"{k}: shape {tuple(a.shape)}, expected {tuple(shape)}")
-        if a.dtype != dtype:
+        if a.dtype != dtype and not (a.dtype == np.float16 and dtype == np.float32):
             raise InvalidUpdate(f"{k}: dtype {a.dtype}, expected {dtype}")
         if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
             raise InvalidUpdate(f"{k}: non-finite values")

@@ -28,7 +28,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from fedprune import wire
+from fedprune import codec, wire
 from fedprune.aggregation import weighted_average
 from strategies.common import ClientDirectory, RecordingMixin, evaluation_metrics
 from strategies.results import RoundRecorder
@@ -52,6 +52,9 @@ class ValidatingStrategy(Strategy):
     Subclasses implement :meth:`decode_payload` (what a valid payload is) and
     ``aggregate_train``.
     """
+
+    #: float values on the wire (run-config ``codec-dtype``): "float32" or "float16"
+    value_dtype: str = "float32"
 
     def __init__(
         self,
@@ -89,6 +92,8 @@ class ValidatingStrategy(Strategy):
     ) -> list[Message]:
         """One TRAIN message per sampled node (all carry the same content here)."""
         config[wire.SERVER_ROUND] = server_round
+        if self.value_dtype != "float32":
+            config[wire.VALUE_DTYPE] = self.value_dtype
         content = RecordDict({wire.ARRAYS: arrays, wire.CONFIG: config})
         return [Message(content, dst_node_id=n, message_type=MessageType.TRAIN) for n in nodes]
 
@@ -195,13 +200,16 @@ class DenseFedAvgCore(ValidatingStrategy):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         self._expected = {k: (tuple(v.shape), np.dtype(v.dtype)) for k, v in arrays.items()}
+        if self.value_dtype != "float32":  # the download in the codec's dtype too
+            arrays = ArrayRecord({k: Array(v) for k, v in codec.encode_state(
+                {k: v.numpy() for k, v in arrays.items()}, {}, self.value_dtype).items()})
         return super().configure_train(server_round, arrays, config, grid)
 
     def decode_payload(
         self, arrays: dict[str, np.ndarray], node: int
     ) -> dict[str, np.ndarray]:
         wire.check_dense(arrays, self._expected)
-        return arrays
+        return {k: codec.widen(v) for k, v in arrays.items()}
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]

@@ -21,6 +21,17 @@ round (DESIGN.md, "One round of FedPrune"):
 Ablation switches: ``dynamic_topology=False`` (static mask, no
 readjustment), ``contribution_weighting=False`` (data-size weights),
 ``residual_restoration=False`` (pruned positions zeroed in ``W``).
+
+Adaptive per-client density (``adaptive_density``): a client with factor
+``f`` in ``[adaptive_min, 1]`` gets a sub-mask of ``M``, the largest-|W|
+``round(f * budget)`` positions of ``M`` per layer, so it downloads, trains
+and uploads about ``f`` times the weights of a full client. ``budget``: ``f``
+is the client's ``compute-budget`` (reported with its client id; 1 when
+absent). ``contribution``: ``f = adaptive_min + (1 - adaptive_min) r_i /
+max_j r_j`` from the CGSV scores ``r`` (1 for clients not yet scored), so
+clients that contribute little get sparser models. Positions outside every
+client's sub-mask keep their values (the mask-aware average), and the
+global mask is refilled from ``M`` where the union is short.
 """
 
 from __future__ import annotations
@@ -44,6 +55,8 @@ from strategies.common import RecordingMixin
 from strategies.fedavg import Reply, ValidatingStrategy
 from strategies.results import RoundRecorder
 
+ADAPTIVE = ("none", "budget", "contribution")
+GROWN_AVERAGE = ("holders", "all")
 DenseEvaluateFn = Callable[[Mapping[str, np.ndarray]], Mapping[str, float]]
 
 
@@ -67,6 +80,15 @@ class FedPruneCore(ValidatingStrategy):
     dynamic_topology, contribution_weighting, residual_restoration : ablation switches
     initial_mask : ``magnitude`` (largest initial weights) or ``random`` (seeded)
     dense_evaluate : optional ``fn(dense_state) -> {"accuracy", "loss"}`` for the dense model
+    adaptive_density, adaptive_min : per-client sub-mask densities (module docstring):
+        ``none``, ``budget`` or ``contribution``; the smallest factor of the global density
+    cgsv_leave_one_out : score each client against the aggregate of the others
+    grown_average : how a position the clients received as 0 (grown this round) is
+        averaged: ``holders`` (over the clients that grew it, as FedDST) or ``all``
+        (the others vote 0 with their weight; see :func:`masked_average`)
+    clip_updates : c > 0 scales every update whose L2 norm exceeds c times the
+        round's median update norm down to that bound (0 = off); an update is
+        the client's values minus what it received, on its support
     """
 
     def __init__(
@@ -91,6 +113,11 @@ class FedPruneCore(ValidatingStrategy):
         residual_restoration: bool = True,
         initial_mask: str = "magnitude",
         dense_evaluate: DenseEvaluateFn | None = None,
+        adaptive_density: str = "none",
+        adaptive_min: float = 0.25,
+        cgsv_leave_one_out: bool = False,
+        clip_updates: float = 0.0,
+        grown_average: str = "holders",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -100,6 +127,14 @@ class FedPruneCore(ValidatingStrategy):
             raise ValueError(f"density distribution must be one of {DISTRIBUTIONS}")
         if growth not in GROWTH:
             raise ValueError(f"growth must be one of {GROWTH}")
+        if adaptive_density not in ADAPTIVE:
+            raise ValueError(f"adaptive density must be one of {ADAPTIVE}, got {adaptive_density!r}")
+        if grown_average not in GROWN_AVERAGE:
+            raise ValueError(f"grown_average must be one of {GROWN_AVERAGE}, got {grown_average!r}")
+        if clip_updates < 0:
+            raise ValueError(f"clip_updates must be >= 0 (0 = off), got {clip_updates}")
+        if not 0.0 < adaptive_min <= 1.0:
+            raise ValueError(f"adaptive_min must be in (0, 1], got {adaptive_min}")
         tradeoff(1, num_rounds, lambda0, lambda_schedule)  # validates the schedule name
         self.W = {k: np.array(v, copy=True) for k, v in initial_state.items()}
         self.prunable = [k for k in initial_state if k in set(prunable)]
@@ -127,10 +162,16 @@ class FedPruneCore(ValidatingStrategy):
         self.dynamic_topology = dynamic_topology
         self.contribution_weighting = contribution_weighting
         self.residual_restoration = residual_restoration
-        self.contributions = ContributionState(beta=cgsv_beta, floor=cgsv_floor)
+        self.contributions = ContributionState(beta=cgsv_beta, floor=cgsv_floor,
+                                               leave_one_out=cgsv_leave_one_out)
+        self.clip_updates = clip_updates
+        self.grown_average = grown_average
         self.dense_evaluate = dense_evaluate
         self._float_keys = [k for k, v in self.W.items() if np.issubdtype(v.dtype, np.floating)]
         self.last_accepted: list[Reply] = []  # the replies aggregated in the last round
+        self.adaptive_density = adaptive_density
+        self.adaptive_min = adaptive_min
+        self._client_masks: dict[int, dict[str, np.ndarray]] = {}  # node -> sub-mask sent
 
     # -- views of the state --------------------------------------------------
     def sparse_state(self) -> dict[str, np.ndarray]:
@@ -173,11 +214,53 @@ class FedPruneCore(ValidatingStrategy):
         config[wire.DST_AT] = self.readjust_at
         config[wire.DST_GROWTH] = self.growth
         self.recorder.add(server_round, alpha=alpha)  # type: ignore[attr-defined]
-        payload = codec.encode_state(self.W, self.M)
-        record = ArrayRecord({k: Array(v) for k, v in payload.items()})
         log(INFO, "configure_train: %d clients (alpha_t %.4f): %s", len(nodes), alpha,
             ", ".join(self.label(n) for n in nodes))
-        return self.train_messages(server_round, nodes, record, config)
+        self._client_masks = {}
+        if self.adaptive_density == "none":
+            payload = codec.encode_state(self.W, self.M, self.value_dtype)
+            record = ArrayRecord({k: Array(v) for k, v in payload.items()})
+            return self.train_messages(server_round, nodes, record, config)
+        msgs, densities = [], {}
+        for n in nodes:  # each client its own sub-mask of M
+            factor = self.density_factor(self.directory.client_of.get(n, -1))
+            masks = self.sub_mask(factor)
+            self._client_masks[n] = masks
+            densities[self.label(n)] = sum(int(m.sum()) for m in masks.values()) / sum(
+                m.size for m in masks.values())
+            payload = codec.encode_state(self.W, masks, self.value_dtype)
+            record = ArrayRecord({k: Array(v) for k, v in payload.items()})
+            msgs += self.train_messages(server_round, [n], record, config)
+        self.recorder.add(server_round, client_density=densities)  # type: ignore[attr-defined]
+        return msgs
+
+    def density_factor(self, client: int) -> float:
+        """The fraction of the global density that ``client`` gets this round."""
+        lo = self.adaptive_min
+        if self.adaptive_density == "budget":
+            budget = self.directory.reported.get(client, {}).get(wire.COMPUTE_BUDGET, 1.0)
+            return float(min(1.0, max(lo, budget)))
+        if self.adaptive_density == "contribution":
+            scores = self.contributions.scores
+            if client not in scores or not scores or max(scores.values()) <= 0:
+                return 1.0
+            return lo + (1.0 - lo) * scores[client] / max(scores.values())
+        return 1.0
+
+    def sub_mask(self, factor: float) -> dict[str, np.ndarray]:
+        """Per layer the ``round(factor * kept)`` largest-|W| positions of ``M`` (at least 1)."""
+        if factor >= 1.0:
+            return self.M
+        out = {}
+        for k, m in self.M.items():
+            kept = int(m.sum())
+            keep = max(1, int(round(factor * kept))) if kept else 0
+            score = np.where(m, np.abs(self.W[k]), -1.0).reshape(-1)
+            order = np.lexsort((np.arange(score.size), -score))[:keep]
+            sub = np.zeros(score.size, bool)
+            sub[order] = True
+            out[k] = sub.reshape(m.shape)
+        return out
 
     def decode_payload(
         self, arrays: dict[str, np.ndarray], node: int
@@ -207,8 +290,11 @@ class FedPruneCore(ValidatingStrategy):
         return state, masks
 
     def budget_for(self, node: int) -> Mapping[str, int]:
-        """Most weights ``node`` may keep per layer (the global budget here)."""
-        return self.budgets
+        """Most weights ``node`` may keep per layer: its sub-mask's, else the global budget."""
+        masks = self._client_masks.get(node)
+        if masks is None:
+            return self.budgets
+        return {k: int(m.sum()) for k, m in masks.items()}
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -220,10 +306,19 @@ class FedPruneCore(ValidatingStrategy):
             return None, None
         clients = [r.client for r in ok]
         n = [r.num_examples for r in ok]
-        states = [r.payload[0] for r in ok]
         masks = [r.payload[1] for r in ok]
-        weights, phis, lam = self._weights(server_round, ok, clients, n)
-        agg, union = masked_average(states, masks, [weights[c] for c in clients], self.W)
+        need = self.contribution_weighting or self.clip_updates > 0
+        deltas = [self._delta(r) for r in ok] if need else []
+        clipped: list[int] = []
+        if self.clip_updates > 0:
+            deltas, clipped = self._clip(ok, deltas)
+        states = [r.payload[0] for r in ok]
+        weights, phis, lam = self._weights(server_round, deltas, clients, n)
+        zeros = None
+        if self.grown_average == "all":
+            zeros = [{k: ~m for k, m in self._client_masks.get(r.node, self.M).items()}
+                     for r in ok]
+        agg, union = masked_average(states, masks, [weights[c] for c in clients], self.W, zeros)
         new_mask = (
             select_global_mask(agg, union, self.budgets, fallback=self.M)
             if self.dynamic_topology else self.M
@@ -247,6 +342,7 @@ class FedPruneCore(ValidatingStrategy):
             noisy_weight=float(sum(weights[c] for c in noisy)),
             attacker_clients=bad,
             attacker_weight=float(sum(weights[c] for c in bad)),
+            **({"clipped_clients": clipped} if self.clip_updates > 0 else {}),
             lambda_t=lam,
             dst_moved=int(sum(int(r.metrics.get(wire.DST_MOVED, 0)) for r in ok)),
         )
@@ -256,27 +352,57 @@ class FedPruneCore(ValidatingStrategy):
             {wire.TRAIN_LOSS: loss, wire.NUM_EXAMPLES: int(sum(n))}
         )
 
+    def _delta(self, r: Reply) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Client ``r``'s update on its support only (memory O(support)): per float
+        tensor (flat positions, what it received there, its values minus that)."""
+        state, masks = r.payload
+        sent_masks = self._client_masks.get(r.node, self.M)  # what this client received
+        out = {}
+        for k in self._float_keys:
+            flat = np.flatnonzero(masks[k]) if k in masks else np.arange(self.W[k].size)
+            base = np.asarray(self.W[k], np.float64).reshape(-1)[flat]
+            if k in sent_masks:  # positions the client grew started from 0
+                base = np.where(sent_masks[k].reshape(-1)[flat], base, 0.0)
+            out[k] = (flat, base, np.asarray(state[k], np.float64).reshape(-1)[flat] - base)
+        return out
+
+    def _clip(
+        self, ok: list[Reply], deltas: list[dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]]
+    ) -> tuple[list[dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]], list[int]]:
+        """Scale updates above ``clip_updates`` x the median norm down to it, in the
+        replies' states too; return the new deltas and the clients clipped."""
+        norms = np.array([np.sqrt(sum(float(np.sum(d * d)) for _, _, d in dl.values()))
+                          for dl in deltas])
+        bound = self.clip_updates * float(np.median(norms))
+        out, clipped = [], []
+        for r, dl, norm in zip(ok, deltas, norms, strict=True):
+            if norm <= bound or norm == 0:
+                out.append(dl)
+                continue
+            c = bound / norm
+            clipped.append(r.client)
+            state = dict(r.payload[0])
+            for k, (flat, base, d) in dl.items():
+                v = np.asarray(state[k]).copy()
+                v.reshape(-1)[flat] = base + c * d
+                state[k] = v.astype(np.asarray(r.payload[0][k]).dtype)
+            r.payload = (state, r.payload[1])
+            out.append({k: (flat, base, c * d) for k, (flat, base, d) in dl.items()})
+        return out, clipped
+
     def _weights(
-        self, server_round: int, ok: list[Reply], clients: list[int], n: list[int]
+        self, server_round: int, deltas: list[dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]],
+        clients: list[int], n: list[int],
     ) -> tuple[dict[int, float], dict[int, float], float | None]:
         """Aggregation weights (CGSV blend, or data size when switched off)."""
         if not self.contribution_weighting:
             return data_size_weights(clients, n), {}, None
-        sent = self.sparse_state()
         offsets, size = {}, 0
         for k in self._float_keys:
             offsets[k], size = size, size + self.W[k].size
-        indices, values = [], []
-        for r in ok:  # each update on its client's support only: memory O(supports)
-            state, masks = r.payload
-            idx, val = [], []
-            for k in self._float_keys:
-                flat = np.flatnonzero(masks[k]) if k in masks else np.arange(self.W[k].size)
-                idx.append(flat + offsets[k])
-                val.append(np.asarray(state[k], np.float64).reshape(-1)[flat]
-                           - np.asarray(sent[k], np.float64).reshape(-1)[flat])
-            indices.append(np.concatenate(idx))
-            values.append(np.concatenate(val))
+        indices = [np.concatenate([flat + offsets[k] for k, (flat, _, _) in dl.items()])
+                   for dl in deltas]
+        values = [np.concatenate([d for _, _, d in dl.values()]) for dl in deltas]
         phis = self.contributions.update_sparse(clients, indices, values, size, n)
         lam = tradeoff(server_round, self.num_rounds, self.lambda0, self.lambda_schedule)
         return self.contributions.weights(clients, n, lam), phis, lam

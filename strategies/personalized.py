@@ -90,7 +90,10 @@ class PerClientMaskCore(FedPruneCore):
                              / sum(m.size for m in masks.values()))
             cfg = ConfigRecord({**dict(config), wire.SERVER_ROUND: server_round,
                                 **self.client_config(cid, server_round)})
-            rec = ArrayRecord({k: Array(v) for k, v in codec.encode_state(self.W, masks).items()})
+            if self.value_dtype != "float32":
+                cfg[wire.VALUE_DTYPE] = self.value_dtype
+            rec = ArrayRecord({k: Array(v) for k, v in
+                               codec.encode_state(self.W, masks, self.value_dtype).items()})
             content = RecordDict({wire.ARRAYS: rec, wire.CONFIG: cfg})
             msgs.append(Message(content, dst_node_id=n, message_type=MessageType.TRAIN))
         self.recorder.add(server_round, density=float(np.mean(densities)))  # type: ignore[attr-defined]
@@ -158,7 +161,8 @@ class PerClientMaskCore(FedPruneCore):
     def evaluate_content(self, node: int, arrays: ArrayRecord, config: ConfigRecord) -> RecordDict:
         """Personalised evaluation: ``W`` on the client's own last mask (dense if none yet)."""
         masks = self.own_mask(self.directory.client_of[node])
-        rec = ArrayRecord({k: Array(v) for k, v in codec.encode_state(self.W, masks).items()})
+        rec = ArrayRecord({k: Array(v) for k, v in
+                           codec.encode_state(self.W, masks, self.value_dtype).items()})
         return RecordDict({wire.ARRAYS: rec, wire.CONFIG: config})
 
     @property

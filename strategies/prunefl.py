@@ -71,7 +71,8 @@ class PruneFLCore(FedPruneCore):
             # initial pruning stage: one client trains the dense model
             nodes = self.directory.sample_k(grid, server_round, 1)
             full = {k: np.ones_like(m) for k, m in self.M.items()}
-            record = ArrayRecord({k: Array(v) for k, v in codec.encode_state(self.W, full).items()})
+            record = ArrayRecord({k: Array(v) for k, v in
+                                  codec.encode_state(self.W, full, self.value_dtype).items()})
             log(INFO, "configure_train: PruneFL initial pruning on client %s",
                 self.label(nodes[0]))
             self.recorder.add(server_round, prunefl_stage="initial")  # type: ignore[attr-defined]

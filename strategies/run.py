@@ -46,7 +46,8 @@ def run_simulation_engine(exp: Experiment, results_dir: Path) -> dict:
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     from strategies.simulation import simulate  # deferred: imports Ray
 
-    return simulate(exp.num_supernodes, exp.overrides, results_dir)
+    return simulate(exp.num_supernodes, exp.overrides, results_dir,
+                    client_resources=exp.client_resources)
 
 
 def flwr_cli() -> str:
@@ -95,7 +96,9 @@ def _flwr_run(exp: Experiment, results_dir: Path, app_dir: Path) -> dict:
     try:
         subprocess.run(
             [flwr_cli(), "run", str(app_dir), "--stream", "--run-config", toml_path,
-             "--federation-config", f"num-supernodes={exp.num_supernodes}"],
+             "--federation-config", " ".join(
+                 f"{k}={v}" for k, v in {**exp.federation,
+                                         "num-supernodes": exp.num_supernodes}.items())],
             check=True, env=env,
         )
     finally:

@@ -25,8 +25,10 @@ from fedprune.data import load_dataset
 from fedprune.data.loader import TensorLoader, test_loader
 from fedprune.masks import prunable_names
 from fedprune.models import model_from_config
+from fedprune.partial import PartialSchedule, layer_groups
 from fedprune.training import evaluate, resolve_device
-from strategies.fedavg import FedAvg
+from strategies.fedavg import FedAvg, ValidatingStrategy
+from strategies.fedbt import FedBT, FedBTPrune
 from strategies.fedprune import FedPrune
 from strategies.flower_baselines import (
     FlowerFedAvg,
@@ -60,8 +62,9 @@ def _flower_sampling(cfg: RunConfig) -> dict[str, Any]:
 
 
 def _fedprune(cfg: RunConfig, recorder: RoundRecorder, model: nn.Module,
-              **fixed: Any) -> Strategy:
-    """FedPrune from the run-config; ``fixed`` pins arguments for the baselines built on it."""
+              strategy_cls: type = FedPrune, **fixed: Any) -> Strategy:
+    """FedPrune from the run-config; ``fixed`` pins arguments for the baselines built on it
+    (``strategy_cls``: a FedPrune variant taking the same arguments, e.g. FedBTPrune)."""
     args: dict[str, Any] = dict(
         sparsity=cfg.sparsity, density_distribution=cfg.density_distribution, alpha0=cfg.alpha0,
         readjust_interval=cfg.readjust_interval, readjust_end=cfg.readjust_end,
@@ -69,13 +72,26 @@ def _fedprune(cfg: RunConfig, recorder: RoundRecorder, model: nn.Module,
         lambda_schedule=cfg.lambda_schedule, cgsv_beta=cfg.cgsv_beta, cgsv_floor=cfg.cgsv_floor,
         dynamic_topology=cfg.dynamic_topology, contribution_weighting=cfg.contribution_weighting,
         residual_restoration=cfg.residual_restoration,
+        adaptive_density=cfg.adaptive_density, adaptive_min=cfg.adaptive_min,
+        cgsv_leave_one_out=cfg.cgsv_leave_one_out, clip_updates=cfg.clip_updates,
+        grown_average=cfg.grown_average,
     )
     args.update(fixed)
-    return FedPrune(
+    return strategy_cls(
         recorder=recorder, initial_state=wire.state_to_numpy(model.state_dict()),
         prunable=prunable_names(model), num_rounds=cfg.num_server_rounds, **args,
         **_sampling(cfg),
     )
+
+
+def _fedbt_schedule(cfg: RunConfig, model: nn.Module) -> PartialSchedule:
+    """FedBT's layer schedule for ``model`` from run-config ``fedbt-*``."""
+    try:
+        return PartialSchedule(layer_groups(model), cfg.fedbt_mode, cfg.num_server_rounds,
+                               cfg.fedbt_layers, cfg.fedbt_top)
+    except ValueError as exc:
+        raise ConfigError(f"run-config fedbt-layers={cfg.fedbt_layers} / fedbt-top={cfg.fedbt_top} "
+                          f"do not fit model {cfg.model!r}: {exc}") from exc
 
 
 def _personal(cls: type, cfg: RunConfig, rec: RoundRecorder, model: nn.Module) -> Strategy:
@@ -115,6 +131,11 @@ STRATEGIES: dict[str, StrategyFactory] = {
         cfg, rec, model, initial_mask="magnitude", **_STATIC),
     "static-random": lambda cfg, rec, model: _fedprune(
         cfg, rec, model, initial_mask="random", **_STATIC),
+    # FedBT partial training (strategies/fedbt.py): dense, and with FedPrune's sparsity
+    "fedbt": lambda cfg, rec, model: FedBT(
+        recorder=rec, schedule=_fedbt_schedule(cfg, model), **_sampling(cfg)),
+    "fedbt-prune": lambda cfg, rec, model: _fedprune(
+        cfg, rec, model, FedBTPrune, schedule=_fedbt_schedule(cfg, model)),
     # a dense model as small as FedPrune's kept weights (see fedprune.models.model_from_config)
     "small-dense": _fedavg,
     "lotteryfl": lambda cfg, rec, model: _personal(LotteryFL, cfg, rec, model),
@@ -183,7 +204,9 @@ def setup_checkpoints(cfg: RunConfig, strategy: Strategy, initial: ArrayRecord) 
         return initial
     arrays, meta = load_checkpoint(path)
     mine = {k: v for k, v in cfg.to_dict().items() if k != "resume"}
-    theirs = {k: v for k, v in meta.get("config", {}).items() if k != "resume"}
+    # keys added to fedprune after the checkpoint was written take their defaults there
+    theirs = {**RunConfig.defaults(), **meta.get("config", {})}
+    theirs = {k: v for k, v in theirs.items() if k != "resume"}
     differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
     if differ:
         raise CheckpointError(f"checkpoint {path} was written by a different run: {differ} differ")
@@ -201,7 +224,7 @@ def run(grid: Grid, cfg: RunConfig) -> RoundRecorder:
     strategy = build_strategy(cfg, recorder, model)
     evaluate_fn = centralized_evaluate(
         model, test_loader(data, cfg.eval_batch_size, cfg.eval_samples, cfg.seed), device)
-    if isinstance(strategy, FedPrune):
+    if isinstance(strategy, (FedPrune, FedBTPrune)):
         strategy.dense_evaluate = lambda state: evaluate_fn(
             0, ArrayRecord({k: Array(v) for k, v in state.items()})
         )
@@ -215,6 +238,14 @@ def run(grid: Grid, cfg: RunConfig) -> RoundRecorder:
         log(INFO, "[fedprune] the checkpoint already holds all %d rounds", cfg.num_server_rounds)
         return recorder
     train_config = ConfigRecord({wire.LR: cfg.lr, wire.LOCAL_EPOCHS: cfg.local_epochs})
+    if cfg.adaptive_density != "none" and not isinstance(strategy, FedPrune):
+        raise ConfigError(f"adaptive-density {cfg.adaptive_density!r} needs a FedPrune-based "
+                          f"strategy (fedprune, feddst, static-*), not {cfg.strategy!r}")
+    if cfg.codec_dtype != "float32":
+        if not isinstance(strategy, ValidatingStrategy):
+            raise ConfigError(f"codec-dtype {cfg.codec_dtype!r} needs one of fedprune's own "
+                              f"strategies; {cfg.strategy!r} is Flower's and sends float32")
+        strategy.value_dtype = cfg.codec_dtype
     if cfg.round_retries > 0 and hasattr(strategy, "retry_policy"):
         strategy.retry_policy = (cfg.min_replies, cfg.round_retries, cfg.seed)
     strategy.start(

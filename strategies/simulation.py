@@ -28,17 +28,26 @@ BACKEND = {
 def simulate(
     num_supernodes: int, overrides: dict[str, Any], results_dir: Path,
     client_fn: Callable[..., Any] = client_from_context,
+    client_resources: dict[str, float] | None = None,
 ) -> dict:
     """Run the app with ``overrides`` on top of the defaults; return its results.json.
 
     ``client_fn(context, overrides=...)`` builds each client (tests pass faulty ones).
+    ``client_resources`` (``{"num_cpus", "num_gpus"}``) are each ClientApp's Ray
+    resources; with ``num_gpus`` > 0 Ray sees the machine's GPUs, and as many
+    clients run at once as fit (0.25 GPU: four per GPU). Set run-config
+    ``device`` to ``cuda`` or ``auto`` for them to train there.
     """
     results_dir = Path(results_dir).resolve()
     ov = {**overrides, "results-dir": str(results_dir)}
+    backend = {**BACKEND, "client_resources": {**BACKEND["client_resources"],
+                                               **(client_resources or {})}}
+    if backend["client_resources"]["num_gpus"] > 0:  # let Ray find the GPUs
+        backend["init_args"] = {k: v for k, v in BACKEND["init_args"].items() if k != "num_gpus"}
     run_simulation(
         server_app=make_server_app(ov),
         client_app=make_client_app(functools.partial(client_fn, overrides=ov)),
         num_supernodes=num_supernodes,
-        backend_config=BACKEND,
+        backend_config=backend,
     )
     return json.loads((results_dir / "results.json").read_text())

@@ -52,7 +52,8 @@ def run_job(job: Job, out: Path, engine: str, app_dir: Path) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "job.json").write_text(json.dumps(
         {"study": job.study, "run": job.run, "seed": job.seed, "labels": job.labels,
-         "num-supernodes": job.num_supernodes, "overrides": job.overrides}, indent=1))
+         "num-supernodes": job.num_supernodes, "federation": job.federation,
+         "overrides": job.overrides}, indent=1))
     stale = out / "results.json"
     if stale.exists():  # an interrupted run: start it over
         stale.unlink()
@@ -71,7 +72,8 @@ def _one(job_file: Path, engine: str, app_dir: Path) -> None:
 
     spec = json.loads(job_file.read_text())
     exp = Experiment(path=job_file, overrides=spec["overrides"],
-                     federation={"num-supernodes": spec["num-supernodes"]})
+                     federation={**spec.get("federation", {}),
+                                 "num-supernodes": spec["num-supernodes"]})
     out = job_file.parent.resolve()
     if engine == "flwr":
         run_flwr_engine(exp, out, app_dir)

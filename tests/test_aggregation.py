@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from fedprune.aggregation import masked_average, restore_residuals, select_global_mask
 
@@ -34,3 +35,22 @@ def test_residual_restoration_keeps_pruned_values():
     assert kept["w"].tolist() == [1.0, 2.0, 3.0]
     zeroed = restore_residuals(agg, masks, residual=False)
     assert zeroed["w"].tolist() == [1.0, 0.0, 3.0] and zeroed["b"].tolist() == [7.0]
+
+
+def test_grown_positions_averaged_over_all_clients_shrink_a_lone_grower():
+
+
+    prev = {"w": np.array([1.0, 1.0, 5.0, 0.0], np.float32)}
+    sent = np.array([True, True, False, False])  # both clients received positions 0, 1
+    a = {"w": np.array([2.0, 0.0, 4.0, 0.0], np.float32)}  # dropped 1, grew 2
+    b = {"w": np.array([4.0, 3.0, 0.0, 0.0], np.float32)}
+    ma, mb = {"w": np.array([1, 0, 1, 0], bool)}, {"w": np.array([1, 1, 0, 0], bool)}
+    holders, _ = masked_average([a, b], [ma, mb], [0.25, 0.75], prev)
+    allv, union = masked_average([a, b], [ma, mb], [0.25, 0.75], prev,
+                                 started_at_zero=[{"w": ~sent}, {"w": ~sent}])
+    assert holders["w"][2] == pytest.approx(4.0)  # the lone grower decides the value
+    assert allv["w"][2] == pytest.approx(0.25 * 4.0)  # b started at 0 there and voted 0
+    # received positions: a dropped position is still averaged over its holders only
+    assert allv["w"][0] == pytest.approx(0.25 * 2 + 0.75 * 4) and allv["w"][1] == pytest.approx(3.0)
+    assert allv["w"][3] == prev["w"][3] and not union["w"][3]  # held by nobody: kept
+    assert list(union["w"]) == [True, True, True, False]

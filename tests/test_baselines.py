@@ -250,3 +250,22 @@ def test_personal_masks_may_only_shrink():
     s.configure_train(2, ArrayRecord(), config(), grid)
     s.aggregate_train(2, [reply(100, codec.encode_state(state, full), {wire.NUM_EXAMPLES: 5})])
     assert "exceed" in rec.rounds[2]["rejected"]["0"] or "grew" in rec.rounds[2]["rejected"]["0"]
+
+
+def test_federation_client_resources_are_read_checked_and_reach_the_study_job(tmp_path):
+    from fedprune.config import ConfigError
+    from fedprune.experiments import load_study
+
+    f = tmp_path / "gpu.yaml"
+    f.write_text("strategy: fedprune\ndevice: auto\nfederation:\n  num-supernodes: 4\n"
+                 "  client-resources-num-gpus: 0.25\n")
+    exp = load_experiment(f)
+    assert exp.client_resources == {"num_cpus": 1.0, "num_gpus": 0.25}
+    (job,) = load_study(f)
+    assert job.federation["client-resources-num-gpus"] == 0.25 and job.num_supernodes == 4
+    f.write_text("federation:\n  client-resources-num-gpus: -1\n")
+    with pytest.raises(ConfigError, match="gpu.yaml: client resources"):
+        load_experiment(f)
+    f.write_text("federation:\n  client-gpus: 1\n")
+    with pytest.raises(ConfigError, match="unknown federation keys"):
+        load_experiment(f)

@@ -92,3 +92,29 @@ def test_resume_refuses_missing_mismatched_and_existing_checkpoints(tmp_path):
     avg = RunConfig.from_mapping({**base, "strategy": "fedavg", "sparsity": 0.9, "resume": True})
     with pytest.raises(CheckpointError, match="different run|strategy"):
         setup_checkpoints(avg, strategy_for(avg), None)
+
+
+def test_a_checkpoint_from_before_a_new_config_key_resumes_with_its_default(tmp_path):
+    from fedprune.config import RunConfig
+    from fedprune.models import model_from_config
+    from strategies.results import RoundRecorder
+    from strategies.server_app import CHECKPOINT_FILE, build_strategy, setup_checkpoints
+
+    base = {"strategy": "fedprune", "results-dir": str(tmp_path), "checkpoint-every": 1}
+    old = RunConfig.from_mapping(base)
+    written = {k: v for k, v in old.to_dict().items() if k != "grown-average"}  # an older fedprune
+    s = build_strategy(old, RoundRecorder(str(tmp_path), written, 3),
+                       model_from_config(old, (1, 28, 28), 10))
+    s._latest = s.initial_arrays
+    s.checkpoint_path = tmp_path / CHECKPOINT_FILE
+    s.save_checkpoint(1)
+    cfg = RunConfig.from_mapping({**base, "resume": True})
+    fresh = build_strategy(cfg, RoundRecorder(str(tmp_path), cfg.to_dict(), 3),
+                           model_from_config(cfg, (1, 28, 28), 10))
+    setup_checkpoints(cfg, fresh, None)
+    assert fresh.round_offset == 1
+    changed = RunConfig.from_mapping({**base, "resume": True, "grown-average": "all"})
+    with pytest.raises(CheckpointError, match=r"different run: \['grown-average'\]"):
+        setup_checkpoints(changed, build_strategy(
+            changed, RoundRecorder(str(tmp_path), changed.to_dict(), 3),
+            model_from_config(changed, (1, 28, 28), 10)), None)

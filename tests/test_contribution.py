@@ -44,3 +44,20 @@ def test_tradeoff_decays_from_lambda0(schedule):
     assert tradeoff(7, 20, 0.8, "constant") == 0.8
     with pytest.raises(ValueError, match="valid"):
         tradeoff(1, 20, 0.8, "step")
+
+
+def test_leave_one_out_removes_the_self_term_that_lifts_unrelated_clients():
+    # ten mutually orthogonal updates: each one's only overlap with the full aggregate
+    # is its own share, so plain CGSV scores them all positive; leave-one-out scores 0
+    eye = np.eye(10)
+    clients, support = list(range(10)), np.ones(10, bool)
+    plain = ContributionState().update(clients, list(eye), [support] * 10, [1] * 10)
+    loo = ContributionState(leave_one_out=True).update(clients, list(eye), [support] * 10, [1] * 10)
+    assert min(plain.values()) == pytest.approx(1 / np.sqrt(10))
+    assert max(abs(v) for v in loo.values()) == pytest.approx(0.0)
+    # an opposed client among aligned ones stays negative, and aligned ones stay positive
+    g = np.random.default_rng(1).standard_normal(50)
+    ups = [g + 0.5 * np.random.default_rng(i).standard_normal(50) for i in range(3)] + [-g]
+    s50 = np.ones(50, bool)
+    phis = ContributionState(leave_one_out=True).update([0, 1, 2, 3], ups, [s50] * 4, [1] * 4)
+    assert phis[3] < -0.5 and min(phis[c] for c in range(3)) > 0.5

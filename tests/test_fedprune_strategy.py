@@ -108,3 +108,90 @@ def test_ablation_switches():
     w = {c: v["weight"] for c, v in rec.rounds[1]["contributions"].items()}
     assert w == {"0": 0.25, "1": 0.75}  # data-size weights
     assert all(np.array_equal(s.M[k], mask_before[k]) for k in s.M)
+
+
+def _sub_reply(s, node, masks, shift=0.1, n=50):
+    """A reply trained on the sub-mask ``masks`` the client received."""
+    state = {k: v + shift * (k not in s.M) for k, v in s.W.items()}
+    for k, m in masks.items():
+        state[k] = np.where(m, s.W[k] + shift, 0).astype(np.float32)
+    return reply(node, codec.encode_state(state, masks),
+                 {wire.NUM_EXAMPLES: n, wire.TRAIN_LOSS: 1.0})
+
+
+def test_budget_density_sends_each_client_a_sub_mask_of_its_budget():
+    s, rec, grid = _strategy(adaptive_density="budget", adaptive_min=0.25)
+    s.directory.refresh(grid, 1)
+    for cid, budget in {0: 1.0, 1: 0.5, 2: 0.1}.items():  # 0.1 is floored at adaptive-min
+        s.directory.reported[cid][wire.COMPUTE_BUDGET] = budget
+    msgs = list(s.configure_train(1, ArrayRecord(), config(), grid))
+    kept = {}
+    for msg in msgs:
+        node = msg.metadata.dst_node_id
+        arrays = {k: v.numpy() for k, v in msg.content[wire.ARRAYS].items()}
+        _, masks = codec.decode_state(arrays, s.shapes)
+        for k, m in masks.items():
+            assert not (m & ~s.M[k]).any()  # a sub-mask of the global mask
+        kept[node] = sum(int(m.sum()) for m in masks.values())
+    full = sum(int(m.sum()) for m in s.M.values())
+    assert kept[100] == full
+    assert kept[101] == pytest.approx(0.5 * full, abs=2)
+    assert kept[102] == pytest.approx(0.25 * full, abs=2)
+    assert set(rec.rounds[1]["client_density"]) == {"0", "1", "2"}
+    # a reply on more weights than its sub-mask is over budget
+    big = _sub_reply(s, 102, s.M)
+    small = _sub_reply(s, 101, s._client_masks[101])
+    before = {k: v.copy() for k, v in s.W.items()}
+    s.aggregate_train(1, [_sub_reply(s, 100, s.M), small, big])
+    assert "budget" in rec.rounds[1]["rejected"]["2"]
+    assert abs(s.density() - 0.2) < 0.01  # the global mask keeps its size
+    held = s._client_masks[101]
+    for k in s.M:  # positions both clients trained moved by +0.1
+        assert np.allclose(s.W[k][held[k]], before[k][held[k]] + 0.1, atol=1e-6)
+
+
+def test_contribution_density_gives_low_scorers_sparser_models():
+    s, rec, grid = _strategy(adaptive_density="contribution", adaptive_min=0.3)
+    s.directory.refresh(grid, 1)
+    assert s.density_factor(0) == 1.0  # not scored yet
+    s.contributions.scores = {0: 0.6, 1: 0.3, 2: 0.0}
+    assert s.density_factor(0) == pytest.approx(1.0)
+    assert s.density_factor(1) == pytest.approx(0.3 + 0.7 * 0.5)
+    assert s.density_factor(2) == pytest.approx(0.3)
+    msgs = list(s.configure_train(1, ArrayRecord(), config(), grid))
+    dens = rec.rounds[1]["client_density"]
+    assert dens["0"] > dens["1"] > dens["2"] and dens["2"] == pytest.approx(0.3 * dens["0"], rel=0.02)
+    assert len(msgs) == 3
+
+
+def test_uniform_density_is_unchanged_by_the_adaptive_code():
+    a, _, grid_a = _strategy()
+    b, _, grid_b = _strategy(adaptive_density="none")
+    ma = list(a.configure_train(1, ArrayRecord(), config(), grid_a))
+    mb = list(b.configure_train(1, ArrayRecord(), config(), grid_b))
+    for x, y in zip(ma, mb, strict=True):
+        ax, ay = x.content[wire.ARRAYS], y.content[wire.ARRAYS]
+        assert all(np.array_equal(ax[k].numpy(), ay[k].numpy()) for k in ax)
+    with pytest.raises(ValueError, match="adaptive density"):
+        _strategy(adaptive_density="greedy")
+
+
+def test_clipping_scales_an_oversized_update_down_to_the_median_norm():
+    s, rec, grid = _strategy(clip_updates=1.0, contribution_weighting=False)
+    s.configure_train(1, ArrayRecord(), config(), grid)
+    before = {k: v.copy() for k, v in s.W.items()}
+    # three clients with updates +0.1, +0.1 and +10 (x100) on the same support
+    s.aggregate_train(1, [_client_reply(s, 100), _client_reply(s, 101),
+                          _client_reply(s, 102, shift=10.0)])
+    assert rec.rounds[1]["clipped_clients"] == [2]
+    for k, m in s.M.items():  # the big one was scaled to +0.1: the mean moves by +0.1
+        assert np.allclose(s.W[k][m], before[k][m] + 0.1, atol=1e-5)
+    with pytest.raises(ValueError, match="clip_updates"):
+        _strategy(clip_updates=-1.0)
+
+
+def test_no_clipping_below_the_bound():
+    s, rec, grid = _strategy(clip_updates=2.0)
+    s.configure_train(1, ArrayRecord(), config(), grid)
+    s.aggregate_train(1, [_client_reply(s, 100 + i, shift=0.1 + 0.01 * i) for i in range(3)])
+    assert rec.rounds[1]["clipped_clients"] == []
