@@ -95,8 +95,8 @@ class RunConfig:
     cgsv_beta: float = 0.5
     cgsv_floor: float = 0.001
     cgsv_leave_one_out: bool = False
-    clip_updates: float = 0.0
-    grown_average: str = "holders"
+    clip_updates: float = 2.0
+    grown_average: str = "all"
     dynamic_topology: bool = True
     contribution_weighting: bool = True
     residual_restoration: bool = True

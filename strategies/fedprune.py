@@ -116,8 +116,8 @@ class FedPruneCore(ValidatingStrategy):
         adaptive_density: str = "none",
         adaptive_min: float = 0.25,
         cgsv_leave_one_out: bool = False,
-        clip_updates: float = 0.0,
-        grown_average: str = "holders",
+        clip_updates: float = 2.0,
+        grown_average: str = "all",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)

@@ -56,7 +56,7 @@ class PerClientMaskCore(FedPruneCore):
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.update(dynamic_topology=False, contribution_weighting=False,
-                      residual_restoration=True)
+                      residual_restoration=True, grown_average="holders", clip_updates=0.0)
         super().__init__(**kwargs)
         self.client_masks: dict[int, dict[str, np.ndarray]] = {}
         self._sent: dict[int, dict[str, np.ndarray]] = {}  # node -> mask sent this round

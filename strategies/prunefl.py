@@ -56,7 +56,7 @@ class PruneFLCore(FedPruneCore):
 
     def __init__(self, *, reconfig_interval: int = 5, **kwargs: Any) -> None:
         kwargs.update(dynamic_topology=False, contribution_weighting=False,
-                      residual_restoration=False)
+                      residual_restoration=False, grown_average="holders", clip_updates=0.0)
         super().__init__(**kwargs)
         if reconfig_interval < 1:
             raise ValueError("reconfig_interval must be >= 1")

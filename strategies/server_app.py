@@ -108,11 +108,13 @@ def _personal(cls: type, cfg: RunConfig, rec: RoundRecorder, model: nn.Module) -
 
 
 # FedDST (Bibikar et al., AAAI 2022) is FedPrune's machinery with its own choices:
-# data-size weights (no CGSV) and pruned weights zeroed (no residuals).
-_FEDDST = {"contribution_weighting": False, "residual_restoration": False}
+# data-size weights (no CGSV), pruned weights zeroed (no residuals), each position
+# averaged over the clients holding it (also grown ones) and no update clipping.
+_FEDDST = {"contribution_weighting": False, "residual_restoration": False,
+           "grown_average": "holders", "clip_updates": 0.0}
 # Static sparse controls: a fixed mask, plain data-size weighted sparse FedAvg.
 _STATIC = {"dynamic_topology": False, "contribution_weighting": False,
-           "residual_restoration": False}
+           "residual_restoration": False, "grown_average": "holders", "clip_updates": 0.0}
 
 STRATEGIES: dict[str, StrategyFactory] = {
     "fedavg": _fedavg,

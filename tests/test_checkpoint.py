@@ -113,7 +113,7 @@ def test_a_checkpoint_from_before_a_new_config_key_resumes_with_its_default(tmp_
                            model_from_config(cfg, (1, 28, 28), 10))
     setup_checkpoints(cfg, fresh, None)
     assert fresh.round_offset == 1
-    changed = RunConfig.from_mapping({**base, "resume": True, "grown-average": "all"})
+    changed = RunConfig.from_mapping({**base, "resume": True, "grown-average": "holders"})
     with pytest.raises(CheckpointError, match=r"different run: \['grown-average'\]"):
         setup_checkpoints(changed, build_strategy(
             changed, RoundRecorder(str(tmp_path), changed.to_dict(), 3),
