@@ -3,7 +3,9 @@
 Run-wide settings come from ``context.run_config`` (the app's run-config),
 the client's identity from ``context.node_config`` (``partition-id`` and
 ``num-partitions``, set by the simulation or by ``flower-supernode
---node-config``). NumPyClient cannot talk to a Message-API strategy in Flower
+--node-config``), which may also set the node's ``device`` (overriding the
+run-config's) and its ``compute-budget`` (adaptive density; reported with
+the client id). NumPyClient cannot talk to a Message-API strategy in Flower
 1.41, so the handlers below call its ``fit`` / ``evaluate`` themselves.
 
 Message handlers:
