@@ -277,6 +277,7 @@ class ClientDirectory:
             log(INFO, "Waiting for nodes: %d connected, %d needed", len(nodes), min_nodes)
             time.sleep(1.0)
         new = [n for n in nodes if n not in self.client_of]
+        failures: list[str] = []
         if new:
             query = RecordDict({wire.CONFIG: ConfigRecord({"query": wire.CLIENT_ID})})
             msgs = [Message(query, dst_node_id=n, message_type=MessageType.QUERY) for n in new]
@@ -286,6 +287,7 @@ class ClientDirectory:
                 if metrics is None or wire.CLIENT_ID not in metrics:
                     why = reply.error.reason if reply.has_error() else "no client-id in reply"
                     log(WARNING, "Node %d did not report its client id (%s); not sampled", node, why)
+                    failures.append(why)
                     continue
                 self.client_of[node] = int(metrics[wire.CLIENT_ID])
                 self.reported[self.client_of[node]] = {k: float(v) for k, v in metrics.items()
@@ -293,6 +295,12 @@ class ClientDirectory:
             ids = list(self.client_of.values())
             if len(set(ids)) != len(ids):
                 log(WARNING, "Several nodes report the same client id: %s", sorted(ids))
+            if not self.client_of:  # nothing can ever be sampled: fail now, with the reason
+                why = failures[0].strip().splitlines()[-1] if failures else "no reply"
+                raise RuntimeError(
+                    f"none of the {len(new)} nodes reported its client id, so no client can be "
+                    f"sampled; the first failure: {why}"
+                )
         return {n: self.client_of[n] for n in nodes if n in self.client_of}
 
     def sample(

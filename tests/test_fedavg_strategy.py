@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 from flwr.app import Array, ArrayRecord
 
 from fedprune import wire
@@ -114,3 +115,10 @@ def test_oversized_payloads_are_rejected_and_the_model_is_built_from_the_rest():
     rej = rec.rounds[1]["rejected"]
     assert "shape" in rej["1"] and "keys differ" in rej["2"]
     assert rec.rounds[1]["clients"] == 1
+
+
+def test_no_node_reporting_its_id_is_a_clear_error_not_a_silent_empty_round():
+    s, _, _ = _strategy(n_nodes=3)
+    arrays = ArrayRecord({k: Array(v) for k, v in _arrays().items()})
+    with pytest.raises(RuntimeError, match="none of the 3 nodes reported its client id.*no query"):
+        s.configure_train(1, arrays, config(), FakeGrid(3, silent=(0, 1, 2)))
