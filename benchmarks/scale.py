@@ -57,7 +57,8 @@ def one(n: int, k: int, rounds: int, samples: int) -> dict:
 
     fp.FedPruneCore.aggregate_train = spy
     overrides = {
-        "strategy": "fedprune", "dataset": "mnist", "partitioner": "iid", "num-server-rounds": rounds, "fraction-train": k / n,
+        "strategy": "fedprune", "dataset": "mnist", "partitioner": "iid",
+        "num-server-rounds": rounds, "fraction-train": k / n,
         "min-train-clients": k, "local-epochs": 1, "batch-size": 16, "lr": 0.05,
         "max-client-samples": samples, "eval-samples": 1000,
         "sparsity": 0.8, "seed": 0,
