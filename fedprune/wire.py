@@ -49,8 +49,17 @@ FEDBT_TRAIN = "fedbt-train"  # partial training (FedBT): list of the tensor name
 
 
 def state_to_numpy(state: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    """state_dict -> name -> contiguous NumPy array (CPU, same dtype)."""
-    return {k: np.ascontiguousarray(v.detach().cpu().numpy()) for k, v in state.items()}
+    """state_dict -> name -> contiguous NumPy array (CPU, same dtype and shape).
+
+    ``np.ascontiguousarray`` turns a 0-d array (BatchNorm's ``num_batches_tracked``)
+    into shape (1,), which a server expecting the ``state_dict`` shape () rejects;
+    the reshape keeps the shape.
+    """
+    out = {}
+    for k, v in state.items():
+        a = v.detach().cpu().numpy()
+        out[k] = np.ascontiguousarray(a).reshape(a.shape)
+    return out
 
 
 def numpy_to_state(

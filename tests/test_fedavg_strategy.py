@@ -122,3 +122,17 @@ def test_no_node_reporting_its_id_is_a_clear_error_not_a_silent_empty_round():
     arrays = ArrayRecord({k: Array(v) for k, v in _arrays().items()})
     with pytest.raises(RuntimeError, match="none of the 3 nodes reported its client id.*no query"):
         s.configure_train(1, arrays, config(), FakeGrid(3, silent=(0, 1, 2)))
+
+
+def test_batchnorm_scalar_buffers_keep_their_shape_on_the_wire():
+    # FedAvg expects the ArrayRecord(state_dict) shapes; num_batches_tracked is 0-d
+    import torch
+
+    from clients.numpy_client import FedPruneClient
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
+    expected = {k: (tuple(v.shape), np.dtype(v.numpy().dtype))
+                for k, v in ArrayRecord(model.state_dict()).items()}
+    assert expected["1.num_batches_tracked"][0] == ()
+    params = FedPruneClient(model, [], []).get_parameters({})
+    wire.check_dense(dict(zip(model.state_dict(), params, strict=True)), expected)
