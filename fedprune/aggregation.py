@@ -27,7 +27,8 @@ def weighted_average(
         for wi, s in zip(w, states, strict=True):
             acc += wi * np.asarray(s[key], dtype=np.float64)
         dtype = np.asarray(first).dtype
-        out[key] = (np.rint(acc) if np.issubdtype(dtype, np.integer) else acc).astype(dtype)
+        # np.asarray: NumPy ufuncs return scalars for 0-d input (num_batches_tracked)
+        out[key] = np.asarray(np.rint(acc) if np.issubdtype(dtype, np.integer) else acc).astype(dtype)
     return out
 
 

@@ -54,3 +54,10 @@ def test_grown_positions_averaged_over_all_clients_shrink_a_lone_grower():
     assert allv["w"][0] == pytest.approx(0.25 * 2 + 0.75 * 4) and allv["w"][1] == pytest.approx(3.0)
     assert allv["w"][3] == prev["w"][3] and not union["w"][3]  # held by nobody: kept
     assert list(union["w"]) == [True, True, True, False]
+
+
+def test_weighted_average_keeps_0d_buffers_as_arrays():
+    from fedprune.aggregation import weighted_average
+
+    out = weighted_average([{"n": np.array(3, np.int64)}, {"n": np.array(6, np.int64)}], [1, 2])
+    assert isinstance(out["n"], np.ndarray) and out["n"].shape == () and int(out["n"]) == 5

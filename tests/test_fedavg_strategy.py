@@ -136,3 +136,18 @@ def test_batchnorm_scalar_buffers_keep_their_shape_on_the_wire():
     assert expected["1.num_batches_tracked"][0] == ()
     params = FedPruneClient(model, [], []).get_parameters({})
     wire.check_dense(dict(zip(model.state_dict(), params, strict=True)), expected)
+
+
+def test_fedavg_aggregates_a_batchnorm_model_through_flower_records():
+    import torch
+
+    from clients.numpy_client import FedPruneClient
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
+    s, rec, grid = _strategy(n_nodes=2, fraction_train=1.0, min_train_clients=2)
+    s.configure_train(1, ArrayRecord(model.state_dict()), config(), grid)
+    params = FedPruneClient(model, [], []).get_parameters({})
+    state = dict(zip(model.state_dict(), params, strict=True))
+    out, _ = s.aggregate_train(1, [reply(100 + i, state, {wire.NUM_EXAMPLES: 5, wire.TRAIN_LOSS: 1.0})
+                                   for i in range(2)])
+    assert out["1.num_batches_tracked"].numpy().shape == () and rec.rounds[1]["rejected"] == {}
