@@ -248,7 +248,9 @@ def plot_curves(study: str, point: str, runs: list[Run], out: Path) -> Path:
 def plot_contributions(run: Run, out: Path) -> Path | None:
     """Mean CGSV score and aggregation weight of clean vs noisy / attacking clients per round."""
     kind = "attacker" if any(r.get("attacker_clients") for r in run.rounds) else "noisy"
-    rows = [r for r in run.rounds if r.get("contributions")]
+    # runs without CGSV (FedDST, the data-size ablation) record weights but no scores
+    rows = [r for r in run.rounds if r.get("contributions")
+            and all(v.get("score") is not None for v in r["contributions"].values())]
     if not rows or not any(r.get(f"{kind}_clients") for r in rows):
         return None
     plt = _plt()
