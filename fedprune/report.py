@@ -219,6 +219,14 @@ def _plt():
     return plt
 
 
+def _save(fig: Any, path: Path) -> Path:
+    """Lay out, write (PNG, 110 dpi) and close a figure; return its path."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _plt().close(fig)
+    return path
+
+
 def plot_curves(study: str, point: str, runs: list[Run], out: Path) -> Path:
     """Accuracy vs round and vs cumulative upload MB, every method (mean over seeds)."""
     plt = _plt()
@@ -238,11 +246,7 @@ def plot_curves(study: str, point: str, runs: list[Run], out: Path) -> Path:
         ax.grid(alpha=0.3)
         ax.set_ylim(0, 1)
     b.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    path = out / f"{study}{'__' + point if point else ''}__accuracy.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, out / f"{study}{'__' + point if point else ''}__accuracy.png")
 
 
 def plot_contributions(run: Run, out: Path) -> Path | None:
@@ -271,11 +275,7 @@ def plot_contributions(run: Run, out: Path) -> Path | None:
     for ax in (a, b):
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    path = out / f"{run.study}__{run.run}__contributions.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, out / f"{run.study}__{run.run}__contributions.png")
 
 
 def plot_masks(run: Run, out: Path) -> Path | None:
@@ -294,11 +294,7 @@ def plot_masks(run: Run, out: Path) -> Path | None:
     for ax in (a, b):
         ax.grid(alpha=0.3)
     a.legend(fontsize=7)
-    fig.tight_layout()
-    path = out / f"{run.study}__{run.run}__masks.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, out / f"{run.study}__{run.run}__masks.png")
 
 
 def plot_sweep(study: str, runs: list[Run], out: Path) -> Path | None:
@@ -326,11 +322,7 @@ def plot_sweep(study: str, runs: list[Run], out: Path) -> Path | None:
     ax.set(xlabel=key, ylabel="final test accuracy", title=study)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    path = out / f"{study}__sweep.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, out / f"{study}__sweep.png")
 
 
 # -- command -------------------------------------------------------------------------------

@@ -69,8 +69,14 @@ def check_partial(keys: Iterable[str], trained: Iterable[str]) -> None:
 class _Scheduled:
     """The schedule bookkeeping both strategies share."""
 
-    schedule: PartialSchedule
-    _trained: list[str]
+    def __init__(self, *, schedule: PartialSchedule, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.schedule = schedule
+        self._trained: list[str] = []
+
+    def summary(self) -> None:
+        super().summary()  # type: ignore[misc]
+        self._log_schedule()
 
     def _start_round(self, server_round: int, config: ConfigRecord,
                      sizes: Mapping[str, int]) -> list[str]:
@@ -104,15 +110,9 @@ class FedBTCore(_Scheduled, DenseFedAvgCore):
     **kwargs : sampling arguments of :class:`strategies.fedavg.ValidatingStrategy`
     """
 
-    def __init__(self, *, schedule: PartialSchedule, **kwargs: Any) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.schedule = schedule
-        self._trained = []
         self._current: dict[str, np.ndarray] = {}
-
-    def summary(self) -> None:
-        super().summary()
-        self._log_schedule()
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -163,16 +163,10 @@ class FedBTPruneCore(_Scheduled, FedPruneCore):
     **kwargs : the arguments of :class:`strategies.fedprune.FedPruneCore`
     """
 
-    def __init__(self, *, schedule: PartialSchedule, **kwargs: Any) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.schedule = schedule
-        self._trained = []
         self._sent: dict[int, ArrayRecord] = {}
         self._frozen_cache: dict[int, dict[str, np.ndarray]] = {}
-
-    def summary(self) -> None:
-        super().summary()
-        self._log_schedule()
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -236,8 +230,3 @@ class FedBTPrune(RecordingMixin, FedBTPruneCore):
     def __init__(self, *, recorder: RoundRecorder, **kwargs: Any) -> None:
         self.recorder = recorder
         super().__init__(**kwargs)
-
-    @property
-    def initial_arrays(self) -> ArrayRecord:
-        """What round 0 evaluates and ``start`` is given: the sparse initial model."""
-        return self.sparse_arrays()

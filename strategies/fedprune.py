@@ -50,7 +50,7 @@ from fedprune.aggregation import masked_average, restore_residuals, select_globa
 from fedprune.checkpoint import CheckpointError, join, split
 from fedprune.contribution import ContributionState, data_size_weights, tradeoff
 from fedprune.dst import GROWTH, readjust_fraction
-from fedprune.masks import DISTRIBUTIONS, layer_budgets, magnitude_masks
+from fedprune.masks import DISTRIBUTIONS, density_of, layer_budgets, magnitude_masks
 from strategies.common import RecordingMixin
 from strategies.fedavg import Reply, ValidatingStrategy
 from strategies.results import RoundRecorder
@@ -179,14 +179,18 @@ class FedPruneCore(ValidatingStrategy):
         return {k: (np.where(self.M[k], v, 0).astype(v.dtype) if k in self.M else v)
                 for k, v in self.W.items()}
 
+    @property
+    def initial_arrays(self) -> ArrayRecord:
+        """What round 0 evaluates and ``start`` is given: the sparse initial model."""
+        return self.sparse_arrays()
+
     def sparse_arrays(self) -> ArrayRecord:
         """The sparse model as an ArrayRecord in dense layout (for evaluation)."""
         return ArrayRecord({k: Array(v) for k, v in self.sparse_state().items()})
 
     def density(self) -> float:
         """Fraction of prunable weights kept by M."""
-        kept = sum(int(m.sum()) for m in self.M.values())
-        return kept / sum(m.size for m in self.M.values())
+        return density_of(self.M)
 
     def summary(self) -> None:
         super().summary()
@@ -223,16 +227,21 @@ class FedPruneCore(ValidatingStrategy):
             return self.train_messages(server_round, nodes, record, config)
         msgs, densities = [], {}
         for n in nodes:  # each client its own sub-mask of M
-            factor = self.density_factor(self.directory.client_of.get(n, -1))
-            masks = self.sub_mask(factor)
-            self._client_masks[n] = masks
-            densities[self.label(n)] = sum(int(m.sum()) for m in masks.values()) / sum(
-                m.size for m in masks.values())
-            payload = codec.encode_state(self.W, masks, self.value_dtype)
-            record = ArrayRecord({k: Array(v) for k, v in payload.items()})
-            msgs += self.train_messages(server_round, [n], record, config)
+            masks = self.sub_mask(self.density_factor(self.directory.client_of.get(n, -1)))
+            densities[self.label(n)] = density_of(masks)
+            msgs.append(self.masked_message(server_round, n, masks, config))
         self.recorder.add(server_round, client_density=densities)  # type: ignore[attr-defined]
         return msgs
+
+    def masked_message(
+        self, server_round: int, node: int, masks: dict[str, np.ndarray], config: ConfigRecord
+    ) -> Message:
+        """The TRAIN message giving ``node`` the model W on its own ``masks``, which are
+        remembered as what it was sent (its budget, and the base of its update)."""
+        self._client_masks[node] = masks
+        payload = codec.encode_state(self.W, masks, self.value_dtype)
+        record = ArrayRecord({k: Array(v) for k, v in payload.items()})
+        return self.train_messages(server_round, [node], record, config)[0]
 
     def density_factor(self, client: int) -> float:
         """The fraction of the global density that ``client`` gets this round."""
@@ -360,10 +369,11 @@ class FedPruneCore(ValidatingStrategy):
         out = {}
         for k in self._float_keys:
             flat = np.flatnonzero(masks[k]) if k in masks else np.arange(self.W[k].size)
-            base = np.asarray(self.W[k], np.float64).reshape(-1)[flat]
+            # index first, then widen: O(support) per client, not O(model)
+            base = self.W[k].reshape(-1)[flat].astype(np.float64)
             if k in sent_masks:  # positions the client grew started from 0
                 base = np.where(sent_masks[k].reshape(-1)[flat], base, 0.0)
-            out[k] = (flat, base, np.asarray(state[k], np.float64).reshape(-1)[flat] - base)
+            out[k] = (flat, base, np.asarray(state[k]).reshape(-1)[flat].astype(np.float64) - base)
         return out
 
     def _clip(
@@ -461,8 +471,3 @@ class FedPrune(RecordingMixin, FedPruneCore):
     def __init__(self, *, recorder: RoundRecorder, **kwargs: Any) -> None:
         self.recorder = recorder
         super().__init__(**kwargs)
-
-    @property
-    def initial_arrays(self) -> ArrayRecord:
-        """What round 0 evaluates and ``start`` is given: the sparse initial model."""
-        return self.sparse_arrays()

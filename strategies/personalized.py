@@ -37,7 +37,7 @@ from logging import INFO
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 
@@ -45,7 +45,7 @@ from fedprune import codec, wire
 from fedprune.aggregation import masked_average
 from fedprune.bandit import UCB1
 from fedprune.checkpoint import join, split
-from fedprune.masks import layer_budgets, magnitude_masks
+from fedprune.masks import density_of, layer_budgets, magnitude_masks
 from strategies.common import RecordingMixin
 from strategies.fedprune import FedPruneCore
 from strategies.results import RoundRecorder
@@ -59,7 +59,6 @@ class PerClientMaskCore(FedPruneCore):
                       residual_restoration=True, grown_average="holders", clip_updates=0.0)
         super().__init__(**kwargs)
         self.client_masks: dict[int, dict[str, np.ndarray]] = {}
-        self._sent: dict[int, dict[str, np.ndarray]] = {}  # node -> mask sent this round
 
     def own_mask(self, client: int) -> dict[str, np.ndarray]:
         """The client's last mask, dense before it has one."""
@@ -79,37 +78,29 @@ class PerClientMaskCore(FedPruneCore):
     ) -> Iterable[Message]:
         nodes = self.directory.sample(grid, server_round, self.fraction_train,
                                       self.min_train_clients)
-        self._sent = {}
+        self._client_masks = {}  # node -> the mask sent this round
         msgs = []
         densities = []
         for n in nodes:
             cid = self.directory.client_of[n]
             masks = self.mask_for(cid, server_round)
-            self._sent[n] = masks
-            densities.append(sum(int(m.sum()) for m in masks.values())
-                             / sum(m.size for m in masks.values()))
+            densities.append(density_of(masks))
             cfg = ConfigRecord({**dict(config), wire.SERVER_ROUND: server_round,
                                 **self.client_config(cid, server_round)})
-            if self.value_dtype != "float32":
-                cfg[wire.VALUE_DTYPE] = self.value_dtype
-            rec = ArrayRecord({k: Array(v) for k, v in
-                               codec.encode_state(self.W, masks, self.value_dtype).items()})
-            content = RecordDict({wire.ARRAYS: rec, wire.CONFIG: cfg})
-            msgs.append(Message(content, dst_node_id=n, message_type=MessageType.TRAIN))
+            msgs.append(self.masked_message(server_round, n, masks, cfg))
         self.recorder.add(server_round, density=float(np.mean(densities)))  # type: ignore[attr-defined]
         log(INFO, "configure_train: %d clients, mean density %.3f", len(nodes),
             float(np.mean(densities)))
         return msgs
 
     def budget_for(self, node: int) -> Mapping[str, int]:
-        sent = self._sent.get(node)
-        if sent is None:
+        if node not in self._client_masks:
             raise wire.InvalidUpdate("reply from a node that was not sent a model this round")
-        return {k: int(m.sum()) for k, m in sent.items()}
+        return super().budget_for(node)
 
     def decode_payload(self, arrays: dict[str, np.ndarray], node: int) -> Any:
         state, masks = super().decode_payload(arrays, node)
-        sent = self._sent[node]
+        sent = self._client_masks[node]
         for k, m in masks.items():
             if (m & ~sent[k]).any():
                 raise wire.InvalidUpdate(f"{k}: the mask grew beyond the one sent to the client")
