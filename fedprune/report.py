@@ -15,6 +15,8 @@ each (study, run) the tables give the mean +- std over seeds of:
   run of the same grid point used in all (accuracy at equal bytes);
 * client training GFLOPs per round under the masks, and as a fraction of
   the same training on the dense model;
+* the server's aggregation time per round (``aggregate_train``) and its
+  share of the rounds' wall-clock time;
 * with noisy or attacking clients: the share of the sampled clients they
   were, and the share of the aggregation weight they got.
 
@@ -120,6 +122,16 @@ def flops_per_round(rounds: Sequence[dict[str, Any]]) -> tuple[float, float] | N
     return sparse / len(rs) / 1e9, sparse / dense
 
 
+def server_share(rounds: Sequence[dict[str, Any]]) -> tuple[float, float] | None:
+    """(mean server aggregation seconds per round, their share of the rounds' wall time),
+    or None when not recorded."""
+    rs = [r for r in rounds if r.get("aggregate_s") is not None and r.get("wall_s")]
+    if not rs:
+        return None
+    agg = sum(r["aggregate_s"] for r in rs)
+    return agg / len(rs), agg / sum(r["wall_s"] for r in rs)
+
+
 def group_share(rounds: Sequence[dict[str, Any]], kind: str) -> tuple[float, float] | None:
     """For ``kind`` = ``noisy`` or ``attacker``: (their share of the sampled clients, their
     share of the aggregation weight), averaged over rounds where any took part."""
@@ -177,7 +189,7 @@ def study_table(study: str, runs: list[Run], target: float) -> str:
     head = ["run", "seeds", "final acc", "best acc"]
     head += ["dense acc"] if has_dense else []
     head += ["up MB", f"MB to {target:.0%}", f"s to {target:.0%}", "acc@FP", "GFLOP/round",
-             "of dense"]
+             "of dense", "agg s/round", "agg share"]
     head += ["noisy share", "noisy weight"] if has_noise else []
     head += ["attacker share", "attacker weight"] if has_attack else []
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -188,13 +200,15 @@ def study_table(study: str, runs: list[Run], target: float) -> str:
         eq = [accuracy_within(r.rounds, budget[(r.point, r.seed)]) if (r.point, r.seed) in budget
               else None for r in rs]
         fl = [flops_per_round(r.rounds) for r in rs]
+        sv = [server_share(r.rounds) for r in rs]
         row = [g.run, str(len(rs)), _ms(r.data["summary"]["final_accuracy"] for r in rs),
                _ms(r.data["summary"]["best_accuracy"] for r in rs)]
         if has_dense:
             row.append(_ms(r.rounds[-1].get("dense_accuracy") for r in rs))
         row += [_ms((r.data["summary"]["total_bytes_up"] / MB for r in rs), ".1f"),
                 _reached(tt, 0, ".1f"), _reached(tt, 1, ".0f"), _ms(eq),
-                _ms((f[0] if f else None for f in fl), ".2f"), _ms((f[1] if f else None for f in fl), ".3f")]
+                _ms((f[0] if f else None for f in fl), ".2f"), _ms((f[1] if f else None for f in fl), ".3f"),
+                _ms((v[0] if v else None for v in sv), ".3f"), _ms((v[1] if v else None for v in sv), ".3f")]
         if has_noise:
             ns = [group_share(r.rounds, "noisy") for r in rs]
             row += [_ms((n[0] if n else None for n in ns), ".3f"),
@@ -298,16 +312,19 @@ def plot_masks(run: Run, out: Path) -> Path | None:
 
 
 def plot_sweep(study: str, runs: list[Run], out: Path) -> Path | None:
-    """Final accuracy (mean +- std over seeds) against a swept hyper-parameter."""
+    """Final accuracy (mean +- std over seeds) against a swept hyper-parameter, one line
+    per method and setting (the grid's other labels)."""
     pts: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
     key = None
     for r in runs:
-        labels = [p for p in r.point.split("__") if "=" in p]
+        parts = r.point.split("__")
+        labels = [p for p in parts if "=" in p]
         if len(labels) != 1:
             return None
         key, value = labels[0].split("=", 1)
+        series = ", ".join([r.method, *[p for p in parts if "=" not in p and p]])
         try:
-            pts[r.method][float(value)].append(r.data["summary"]["final_accuracy"])
+            pts[series][float(value)].append(r.data["summary"]["final_accuracy"])
         except ValueError:
             return None
     if not pts:

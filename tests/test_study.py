@@ -1,0 +1,179 @@
+"""fedprune-study (expansion of study files, resuming, failures) and fedprune-summary's tables."""
+
+import json
+
+import pytest
+
+from fedprune.config import ConfigError
+from fedprune.experiments import load_study
+from fedprune.report import (Run, accuracy_within, load_runs, server_share, study_table,
+                             summarise, to_target)
+from strategies import study
+
+STUDY = """\
+study: demo
+seeds: [0, 1]
+num-server-rounds: 3
+lr: 0.05
+federation:
+  num-supernodes: 6
+runs:
+  fedavg: {strategy: fedavg}
+  fedprune: {strategy: fedprune, lr: 0.02}
+grid:
+  sparsity: [0.5, 0.9]
+  partition:
+    iid: {partitioner: iid}
+    path: {partitioner: pathological, classes-per-client: 2, lr: 0.01}
+"""
+
+
+@pytest.fixture
+def study_file(tmp_path):
+    f = tmp_path / "demo.yaml"
+    f.write_text(STUDY)
+    return f
+
+
+def test_a_study_file_expands_to_every_run_grid_point_and_seed(study_file):
+    jobs = load_study(study_file)
+    assert len(jobs) == 2 * 2 * 2 * 2
+    by_key = {j.key: j for j in jobs}
+    j = by_key["demo/fedprune__sparsity=0.9__iid/seed-1"]
+    assert j.overrides["strategy"] == "fedprune" and j.overrides["sparsity"] == 0.9
+    assert j.overrides["lr"] == 0.02 and j.overrides["seed"] == 1  # the run's lr over the file's
+    assert j.labels == {"sparsity": "sparsity=0.9", "partition": "iid"} and j.num_supernodes == 6
+    # a grid point's overrides win over the run's, and --set over everything
+    assert by_key["demo/fedprune__sparsity=0.5__path/seed-0"].overrides["lr"] == 0.01
+    jobs = load_study(study_file, {"lr": 0.2}, seeds=[7])
+    assert {j.seed for j in jobs} == {7} and {j.overrides["lr"] for j in jobs} == {0.2}
+
+
+def test_a_bad_study_file_names_the_file_and_the_run(study_file, tmp_path):
+    study_file.write_text(STUDY.replace("lr: 0.02", "learning-rate: 0.02"))
+    with pytest.raises(ConfigError, match=r"demo.yaml: run 'fedprune__sparsity=0.5__iid'"):
+        load_study(study_file)
+    study_file.write_text(STUDY.replace("[0.5, 0.9]", "[]"))
+    with pytest.raises(ConfigError, match="grid axis 'sparsity' is empty"):
+        load_study(study_file)
+    study_file.write_text(STUDY.replace("seeds: [0, 1]", "seeds: zero"))
+    with pytest.raises(ConfigError, match="'seeds' must be"):
+        load_study(study_file)
+
+
+def _results(rounds: int, done: int, accs=None, up=1_000_000) -> dict:
+    accs = accs or [0.5] * done
+    rows = [{"round": t + 1, "accuracy": a, "bytes_up": up, "bytes_down": up, "clients": 2,
+             "wall_s": 10.0, "aggregate_s": 0.25} for t, a in enumerate(accs[:done])]
+    return {"config": {"num-server-rounds": rounds}, "rounds": rows,
+            "summary": {"rounds_completed": done, "final_accuracy": rows[-1]["accuracy"],
+                        "best_accuracy": max(r["accuracy"] for r in rows),
+                        "total_bytes_up": up * done}}
+
+
+def test_the_runner_skips_finished_jobs_reruns_stopped_ones_and_reports_failures(
+        study_file, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "runs"
+    done = out / "demo/fedavg__sparsity=0.5__iid/seed-0"
+    done.mkdir(parents=True)
+    (done / "results.json").write_text(json.dumps(_results(3, 3)))
+    stopped = out / "demo/fedavg__sparsity=0.9__iid/seed-0"
+    stopped.mkdir(parents=True)
+    (stopped / "results.json").write_text(json.dumps(_results(3, 1)))  # an interrupted run
+
+    only = ["demo/fedavg__*iid"]
+    study.main([str(study_file), "--out", str(out), "--seeds", "0", "--only", *only, "--dry-run"])
+    lines = capsys.readouterr().out.splitlines()
+    assert "2 jobs, 1 already done, 1 to run" in lines[0]
+    assert any(ln.split()[:2] == ["done", "demo/fedavg__sparsity=0.5__iid/seed-0"] for ln in lines)
+    assert any(ln.split()[:2] == ["todo", "demo/fedavg__sparsity=0.9__iid/seed-0"] for ln in lines)
+
+    ran = []
+
+    def fake_run_job(job, path, engine, app_dir):
+        ran.append(job.key)
+        path.mkdir(parents=True, exist_ok=True)
+        if "fedprune" in job.key and "path" in job.key:
+            return 1  # this one fails
+        (path / "results.json").write_text(json.dumps(_results(3, 3)))
+        return 0
+
+    monkeypatch.setattr(study, "run_job", fake_run_job)
+    with pytest.raises(SystemExit) as exc:
+        study.main([str(study_file), "--out", str(out), "--seeds", "0"])
+    assert exc.value.code == 1
+    assert "demo/fedavg__sparsity=0.5__iid/seed-0" not in ran  # already complete: skipped
+    assert "demo/fedavg__sparsity=0.9__iid/seed-0" in ran and len(ran) == 7
+    text = capsys.readouterr().out
+    assert "failed jobs:" in text and "demo/fedprune__sparsity=0.5__path/seed-0" in text
+    ran.clear()
+    with pytest.raises(SystemExit):  # a second call runs only the failed ones
+        study.main([str(study_file), "--out", str(out), "--seeds", "0"])
+    assert sorted(ran) == ["demo/fedprune__sparsity=0.5__path/seed-0",
+                           "demo/fedprune__sparsity=0.9__path/seed-0"]
+    with pytest.raises(SystemExit, match="no jobs match"):
+        study.main([str(study_file), "--out", str(out), "--only", "nothing*"])
+
+
+def test_per_run_metrics():
+    rounds = _results(4, 4, accs=[0.3, 0.92, 0.88, 0.95], up=2_000_000)["rounds"]
+    assert to_target(rounds, 0.9) == (4.0, 20.0)  # 2 rounds: 4 MB, 20 s
+    assert to_target(rounds, 0.99) is None
+    assert accuracy_within(rounds, 6.0) == 0.92  # 3 rounds fit in 6 MB
+    assert server_share(rounds) == pytest.approx((0.25, 0.025))
+    assert server_share([{"round": 1, "wall_s": 3.0}]) is None
+
+
+def test_summary_table_gives_mean_and_std_over_seeds_and_equal_byte_accuracy(tmp_path):
+    def put(run, seed, accs, up):
+        d = tmp_path / "runs" / "demo" / run / f"seed-{seed}"
+        d.mkdir(parents=True)
+        (d / "results.json").write_text(json.dumps(_results(len(accs), len(accs), accs, up)))
+
+    put("fedprune__iid", 0, [0.5, 0.9, 0.95], 1_000_000)
+    put("fedprune__iid", 1, [0.6, 0.8, 0.85], 1_000_000)
+    put("fedavg__iid", 0, [0.4, 0.7, 0.96], 1_500_000)
+    put("fedavg__iid", 1, [0.5, 0.92, 0.93], 1_500_000)
+    stopped = tmp_path / "runs" / "demo" / "fedavg__iid" / "seed-2"
+    stopped.mkdir()
+    (stopped / "results.json").write_text(json.dumps(_results(3, 1)))
+
+    runs = load_runs(tmp_path / "runs")
+    assert sorted((r.run, r.seed) for r in runs) == [("fedavg__iid", 0), ("fedavg__iid", 1),
+                                                    ("fedprune__iid", 0), ("fedprune__iid", 1)]
+    table = study_table("demo", runs, 0.9).splitlines()
+    head = [c.strip() for c in table[0].strip("|").split("|")]
+    rows = {r.split("|")[1].strip(): [c.strip() for c in r.strip("|").split("|")] for r in table[2:]}
+    fp, fa = rows["fedprune__iid"], rows["fedavg__iid"]
+    col = head.index
+    assert fp[col("seeds")] == "2"
+    assert fp[col("final acc")] == "0.9000 +- 0.0707"
+    assert fp[col("MB to 90%")] == "2.0 (1/2)"  # only seed 0 reached 90%
+    assert fa[col("MB to 90%")] == "3.8 +- 1.1"  # rounds 3 and 2 at 1.5 MB each: 4.5, 3.0
+    # FedAvg's best accuracy within FedPrune's 3 MB of the same seed: its first two rounds
+    assert fa[col("acc@FP")] == "0.8100 +- 0.1556"
+    assert fp[col("agg s/round")] == "0.250 +- 0.000" and fp[col("agg share")] == "0.025 +- 0.000"
+
+    text = summarise(tmp_path / "runs", tmp_path / "out", 0.9, plots=True)
+    assert (tmp_path / "out" / "summary.md").read_text() == text
+    assert "(4 complete runs)" in text
+    assert (tmp_path / "out" / "figures" / "demo__iid__accuracy.png").stat().st_size > 0
+
+
+def test_sweep_plot_draws_one_line_per_method_and_setting(tmp_path, monkeypatch):
+    runs = [Run("sw", f"{m}__{p}__lr={lr}", 0, _results(2, 2, [0.5, acc]))
+            for m in ("fedavg", "fedprune") for p in ("iid", "path")
+            for lr, acc in ((0.01, 0.8), (0.02, 0.9))]
+    from fedprune import report
+
+    lines = []
+    real = report._save
+
+    def capture(fig, path):
+        lines.extend(c.get_label() for c in fig.axes[0].containers)
+        return real(fig, path)
+
+    monkeypatch.setattr(report, "_save", capture)
+    path = report.plot_sweep("sw", runs, tmp_path)
+    assert path is not None and path.exists()
+    assert sorted(lines) == ["fedavg, iid", "fedavg, path", "fedprune, iid", "fedprune, path"]
