@@ -17,6 +17,7 @@ ones with the largest gradient (``dst-growth`` = ``gradient``) or at random
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any
 
@@ -32,7 +33,7 @@ from fedprune.flops import forward_order, layer_macs, partial_training_flops, tr
 from fedprune.masks import layer_budgets, prune_by_magnitude
 from fedprune.partial import frozen_except, on_masks
 from fedprune.seeds import derive_seed
-from fedprune.training import StepState, TrainConfig, evaluate, train
+from fedprune.training import StepState, TrainConfig, TrainResult, evaluate, train
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -146,12 +147,16 @@ class FedPruneClient(NumPyClient):
         pruned = 0
         if mode == "lotteryfl" and self.masks:
             pruned = self._lottery_prune(config)
-        with frozen_except(self.model, self.trainable):  # no-op unless partial training
-            result = train(
-                self.model, self.trainloader, cfg, device=self.device, masks=self.masks,
-                on_step=hook, seed=derive_seed(self.seed, rnd),
-                sq_grads=self.sq_grads if config.get(wire.PRUNEFL_SQGRAD) else None,
-            )
+        flops = 0.0  # prunefl-initial: counted epoch by epoch, as the masks shrink
+        if mode == "prunefl-initial" and self.masks:
+            result, pruned, flops = self._prunefl_initial(cfg, config, hook, rnd)
+        else:
+            with frozen_except(self.model, self.trainable):  # no-op unless partial training
+                result = train(
+                    self.model, self.trainloader, cfg, device=self.device, masks=self.masks,
+                    on_step=hook, seed=derive_seed(self.seed, rnd),
+                    sq_grads=self.sq_grads if config.get(wire.PRUNEFL_SQGRAD) else None,
+                )
         if mode == "subfedavg" and self.masks:
             pruned = self._prune(config)
         metrics = {**self.metrics, wire.TRAIN_LOSS: result.loss, wire.LOSS_FIRST: result.first_loss,
@@ -162,7 +167,9 @@ class FedPruneClient(NumPyClient):
             metrics[wire.DST_MOVED] = sum(sum(r.moved.values()) for r in reports)
         if self._macs is not None:
             seen = result.num_examples * cfg.epochs
-            if self.trainable is None:
+            if flops:
+                metrics[wire.TRAIN_FLOPS] = flops
+            elif self.trainable is None:
                 metrics[wire.TRAIN_FLOPS] = float(training_flops(self._macs, seen, self.masks))
             else:  # backward only down to the lowest trained layer, weight gradients of trained ones
                 order = forward_order(self.model, self._input_shape)  # type: ignore[arg-type]
@@ -195,6 +202,33 @@ class FedPruneClient(NumPyClient):
                 params[k].mul_(m.to(params[k].device, params[k].dtype))
                 self.masks[k] = m.float()
         return 1
+
+    def _prunefl_initial(
+        self, cfg: TrainConfig, config: dict[str, Any], hook: Callable[[StepState], None] | None,
+        rnd: int,
+    ) -> tuple[TrainResult, int, float]:
+        """PruneFL's initial pruning on one client: ``cfg.epochs`` epochs of training;
+        after each but the last, ``prune-rate`` of each layer's kept weights go by
+        magnitude, never below the ``target-density`` budgets, so the model is
+        fine-tuned between pruning steps and returned at (or on its way to) the
+        target density with the pruned weights at zero. Returns (the training
+        result over all epochs, the number of pruning steps, training FLOPs)."""
+        one = dataclasses.replace(cfg, epochs=1)
+        first, last, pruned, flops, losses, steps = None, None, 0, 0.0, [], 0
+        for e in range(cfg.epochs):
+            r = train(self.model, self.trainloader, one, device=self.device, masks=self.masks,
+                      on_step=hook, seed=derive_seed(self.seed, rnd, 13, e))
+            if self._macs is not None:
+                flops += float(training_flops(self._macs, r.num_examples, self.masks))
+            first = r if first is None else first
+            last = r
+            losses.append(r.loss)
+            steps += r.steps
+            if e < cfg.epochs - 1:
+                pruned += self._prune(config)
+        assert first is not None and last is not None
+        return (dataclasses.replace(last, loss=float(np.mean(losses)), steps=steps,
+                                    first_loss=first.first_loss), pruned, flops)
 
     def _lottery_prune(self, config: dict[str, Any]) -> int:
         """LotteryFL: if the received model (on this client's mask) reaches

@@ -77,6 +77,7 @@ class RunConfig:
     krum_malicious: int = 0
     # PruneFL
     reconfig_interval: int = 5
+    prunefl_initial_epochs: int = 10
     # LotteryFL / Sub-FedAvg
     prune_rate: float = 0.2
     lottery_threshold: float = 0.6
@@ -219,6 +220,7 @@ class RunConfig:
             (self.server_lr > 0, "server-lr", "must be > 0"),
             (self.krum_malicious >= 0, "krum-malicious", "must be >= 0"),
             (self.reconfig_interval >= 1, "reconfig-interval", "must be >= 1"),
+            (self.prunefl_initial_epochs >= 1, "prunefl-initial-epochs", "must be >= 1"),
             (0.0 < self.prune_rate < 1.0, "prune-rate", "must be in (0, 1)"),
             (0.0 <= self.lottery_threshold <= 1.0, "lottery-threshold", "must be in [0, 1]"),
             (_valid_arms(self.fedmp_arms), "fedmp-arms",

@@ -2,24 +2,31 @@
 Devices", IEEE TNNLS 2022), on the FedPrune machinery.
 
 1. *Initial pruning on one client*: round 1 sends the dense model to one
-   (seeded) client, which trains it; the server then prunes the result by
-   magnitude, per layer, to the target density (ERK or uniform budgets).
+   (seeded) client. It trains for ``prunefl-initial-epochs`` epochs and,
+   after each epoch but the last, removes 30% of each layer's kept weights by
+   magnitude (the reference code's largest decrease per adjustment), never
+   below the per-layer budgets (ERK or uniform); so the model is fine-tuned
+   between pruning steps. It uploads the pruned model; the server keeps each
+   layer's ``budget`` largest weights of it.
 2. *Sparse FedAvg*: clients train the masked model (no client-side
    readjustment); the server averages each position over the clients holding
-   it, weighted by examples; pruned weights are zero.
+   it, weighted by examples.
 3. *Reconfiguration* every ``reconfig_interval`` rounds: the sampled clients
    also upload the squared dense gradients of the prunable tensors summed
    over their local steps (dense float32 arrays: these bytes are counted);
    the server sums them weighted by examples into an importance score and
-   makes the new mask the per-layer top-importance positions. Weights that
-   enter the mask start at zero.
+   makes the new mask the per-layer top-importance positions. A weight that
+   re-enters the mask comes back at the value it had when it was pruned (the
+   server keeps pruned values, as the reference code does); one that never
+   had a value starts at zero.
 
 Choices the paper leaves to its time model, made here for a fixed budget:
 the paper picks the parameter set that maximises importance per unit of
 (measured) time, which lets the density drift; we keep each layer's budget
-fixed so that every method compares at the same sparsity. The initial stage
-trains for the run's ``local-epochs`` and prunes once (the paper prunes
-iteratively during that stage).
+fixed so that every method compares at the same sparsity. The reference's
+initial stage runs up to thousands of steps on the server with one client's
+data and stops when the density settles; ours runs a fixed number of epochs
+on the chosen client.
 """
 
 from __future__ import annotations
@@ -51,16 +58,23 @@ def reconfigure(
             for k, v in importance.items()}
 
 
+INITIAL_PRUNE_RATE = 0.3  # share of a layer's kept weights one initial pruning step removes
+
+
 class PruneFLCore(FedPruneCore):
     """PruneFL's server. ``reconfig_interval``: rounds between reconfigurations."""
 
-    def __init__(self, *, reconfig_interval: int = 5, **kwargs: Any) -> None:
+    def __init__(self, *, reconfig_interval: int = 5, initial_epochs: int = 10,
+                 **kwargs: Any) -> None:
         kwargs.update(dynamic_topology=False, contribution_weighting=False,
-                      residual_restoration=False, grown_average="holders", clip_updates=0.0)
+                      residual_restoration=True, grown_average="holders", clip_updates=0.0)
         super().__init__(**kwargs)
         if reconfig_interval < 1:
             raise ValueError("reconfig_interval must be >= 1")
+        if initial_epochs < 1:
+            raise ValueError("initial_epochs must be >= 1")
         self.reconfig_interval = reconfig_interval
+        self.initial_epochs = initial_epochs
         self.initial_done = False
         self._collect = False
 
@@ -73,13 +87,19 @@ class PruneFLCore(FedPruneCore):
             full = {k: np.ones_like(m) for k, m in self.M.items()}
             record = ArrayRecord({k: Array(v) for k, v in
                                   codec.encode_state(self.W, full, self.value_dtype).items()})
-            log(INFO, "configure_train: PruneFL initial pruning on client %s",
-                self.label(nodes[0]))
+            log(INFO, "configure_train: PruneFL initial pruning on client %s (%d epochs)",
+                self.label(nodes[0]), self.initial_epochs)
             self.recorder.add(server_round, prunefl_stage="initial")  # type: ignore[attr-defined]
-            return self.train_messages(server_round, nodes, record, config)
+            # a copy: Flower passes the same ConfigRecord to every round
+            initial = ConfigRecord({**config, wire.PERSONAL_PRUNE: "prunefl-initial",
+                                    wire.PRUNE_RATE: INITIAL_PRUNE_RATE,
+                                    wire.TARGET_DENSITY: 1.0 - self.sparsity,
+                                    wire.DENSITY_DISTRIBUTION: self.density_distribution,
+                                    wire.LOCAL_EPOCHS: self.initial_epochs})
+            return self.train_messages(server_round, nodes, record, initial)
         self._collect = server_round % self.reconfig_interval == 0
-        if self._collect:
-            config[wire.PRUNEFL_SQGRAD] = True
+        # set on every round: Flower passes the same ConfigRecord to every round
+        config[wire.PRUNEFL_SQGRAD] = self._collect
         return super().configure_train(server_round, arrays, config, grid)
 
     def decode_payload(self, arrays: dict[str, np.ndarray], node: int) -> Any:
@@ -91,8 +111,14 @@ class PruneFLCore(FedPruneCore):
                 state, masks = codec.decode_state(rest, self.shapes)
             except codec.CodecError as exc:
                 raise wire.InvalidUpdate(f"undecodable payload: {exc}") from exc
-            if set(masks) != set(self.prunable) or not all(m.all() for m in masks.values()):
-                raise wire.InvalidUpdate("the initial-pruning client must return the dense model")
+            if set(masks) != set(self.prunable):
+                raise wire.InvalidUpdate(f"the initial-pruning client must return masks for "
+                                         f"{self.prunable}, got {sorted(masks)}")
+            short = {k: (int(m.sum()), self.budgets[k]) for k, m in masks.items()
+                     if int(m.sum()) < self.budgets[k]}
+            if short:
+                raise wire.InvalidUpdate(f"the initial-pruning client pruned below the budgets "
+                                         f"(kept, budget): {short}")
             for k, v in state.items():
                 if np.issubdtype(v.dtype, np.floating) and not np.isfinite(v).all():
                     raise wire.InvalidUpdate(f"{k}: non-finite values")
@@ -159,8 +185,7 @@ class PruneFLCore(FedPruneCore):
             }
             new = reconfigure(importance, self.budgets)
             changes = int(sum((new[k] & ~self.M[k]).sum() for k in self.M))
-            self.M = new
-            self.W = restore_residuals(self.W, self.M, residual=False)
+            self.M = new  # W keeps pruned values: a re-admitted weight resumes from its own
             self.recorder.add(server_round, mask_changes=changes,  # type: ignore[attr-defined]
                               density=self.density(), prunefl_stage="reconfigure")
             return self.sparse_arrays(), out[1]

@@ -147,7 +147,7 @@ STRATEGIES: dict[str, StrategyFactory] = {
         recorder=rec, initial_state=wire.state_to_numpy(model.state_dict()),
         prunable=prunable_names(model), num_rounds=cfg.num_server_rounds, sparsity=cfg.sparsity,
         density_distribution=cfg.density_distribution, reconfig_interval=cfg.reconfig_interval,
-        **_sampling(cfg)),
+        initial_epochs=cfg.prunefl_initial_epochs, **_sampling(cfg)),
 }
 
 

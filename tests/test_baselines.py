@@ -130,19 +130,56 @@ def _prunefl(n_nodes=3, interval=2):
 
 def test_prunefl_initial_pruning_on_one_client_then_magnitude_mask():
     from fedprune import codec
+    from strategies.prunefl import INITIAL_PRUNE_RATE
 
     s, rec, grid = _prunefl()
-    msgs = list(s.configure_train(1, ArrayRecord(), config(), grid))
+    shared = config()  # Flower passes one ConfigRecord to every round
+    msgs = list(s.configure_train(1, ArrayRecord(), shared, grid))
     assert len(msgs) == 1  # one client trains the dense model
+    sent = msgs[0].content["config"]
+    assert sent[wire.PERSONAL_PRUNE] == "prunefl-initial" and sent[wire.LOCAL_EPOCHS] == 10
+    assert sent[wire.PRUNE_RATE] == INITIAL_PRUNE_RATE
+    assert sent[wire.TARGET_DENSITY] == pytest.approx(0.2)
+    assert wire.PERSONAL_PRUNE not in shared  # not carried into later rounds
     rng = np.random.default_rng(0)
     trained = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in s.W.items()}
-    full = {k: np.ones(v.shape, bool) for k, v in s.M.items()}
-    s.aggregate_train(1, [reply(msgs[0].metadata.dst_node_id, codec.encode_state(trained, full),
+    # a client that pruned below the budgets is refused
+    few = {k: np.arange(v.size).reshape(v.shape) < s.budgets[k] - 1 for k, v in s.M.items()}
+    s.aggregate_train(1, [reply(msgs[0].metadata.dst_node_id, codec.encode_state(trained, few),
                                 {wire.NUM_EXAMPLES: 10})])
+    (why,) = rec.rounds[1]["rejected"].values()
+    assert "below the budgets" in why and not s.initial_done
+    # a client on its way to the budgets: the server keeps the largest of what it kept
+    half = {k: np.arange(v.size).reshape(v.shape) % 2 == 0 for k, v in s.M.items()}
+    pruned = {k: np.where(half[k], v, 0).astype(np.float32) if k in half else v
+              for k, v in trained.items()}
+    msgs = list(s.configure_train(2, ArrayRecord(), shared, grid))
+    s.aggregate_train(2, [reply(msgs[0].metadata.dst_node_id, codec.encode_state(pruned, half),
+                                {wire.NUM_EXAMPLES: 10})])
+    assert s.initial_done
     for k, m in s.M.items():
-        assert int(m.sum()) == s.budgets[k]
-        assert np.abs(trained[k][m]).min() >= np.abs(trained[k][~m]).max()  # magnitude
+        assert int(m.sum()) == s.budgets[k] and not (m & ~half[k]).any()
+        assert np.abs(trained[k][m]).min() >= np.abs(trained[k][half[k] & ~m]).max()  # magnitude
         assert np.all(s.W[k][~m] == 0) and np.array_equal(s.W[k][m], trained[k][m])
+
+
+def test_prunefl_initial_client_prunes_step_by_step_and_fine_tunes():
+    c, _, _ = _client(threshold_acc=0.0)
+    x, y = c.trainloader[0]
+    c.trainloader = [(x[i:i + 8], y[i:i + 8]) for i in range(0, 64, 8)]
+    cfg = {wire.PERSONAL_PRUNE: "prunefl-initial", wire.PRUNE_RATE: 0.3,
+           wire.TARGET_DENSITY: 0.25, wire.DENSITY_DISTRIBUTION: "uniform",
+           wire.LOCAL_EPOCHS: 6, wire.LR: 0.1}
+    kept = []
+    c.on_step = lambda st: kept.append(int(c.masks["0.weight"].bool().sum()))
+    params, n, m = c.fit(c.get_parameters({}), cfg)
+    # 48 weights, 30% of the kept ones per step, down to the 12-weight budget
+    assert sorted(set(kept), reverse=True) == [48, 33, 23, 16, 12] and m[wire.PRUNED] == 4
+    assert kept[-16:] == [12] * 16  # the last two epochs fine-tune the pruned model
+    w = params[0]
+    mask = c.masks["0.weight"].bool().numpy()
+    assert np.all(w[~mask] == 0) and np.all(w[mask] != 0)
+    assert n == 64 and m[wire.LOSS_LAST] < m[wire.LOSS_FIRST]
 
 
 def test_prunefl_reconfiguration_keeps_the_top_squared_gradient_positions():
@@ -150,24 +187,32 @@ def test_prunefl_reconfiguration_keeps_the_top_squared_gradient_positions():
 
     s, rec, grid = _prunefl(interval=2)
     s.initial_done = True
-    msgs = list(s.configure_train(2, ArrayRecord(), config(), grid))
+    shared = config()  # the same record every round, as Flower passes it
+    msgs = list(s.configure_train(2, ArrayRecord(), shared, grid))
     assert msgs[0].content["config"][wire.PRUNEFL_SQGRAD] is True
     rng = np.random.default_rng(1)
     sq = [{k: rng.random(s.shapes[k]).astype(np.float32) for k in s.prunable} for _ in range(2)]
     ns = [10, 30]
+    before = {k: v.copy() for k, v in s.W.items()}
     replies = []
     for i, (g, n) in enumerate(zip(sq, ns, strict=True)):
         arrays = codec.encode_state(s.sparse_state(), s.M)
         arrays.update({k + wire.SQGRAD_SUFFIX: v for k, v in g.items()})
         replies.append(reply(100 + i, arrays, {wire.NUM_EXAMPLES: n}))
+    old_mask = {k: m.copy() for k, m in s.M.items()}
     s.aggregate_train(2, replies)
     assert rec.rounds[2]["bytes_up"] > sum(v.nbytes for g in sq for v in g.values())  # counted
     for k in s.prunable:
         imp = (10 * sq[0][k].astype(np.float64) + 30 * sq[1][k]) / 40
         top = np.argsort(-imp.reshape(-1), kind="stable")[: s.budgets[k]]
         assert set(np.flatnonzero(s.M[k].reshape(-1))) == set(top)
-    # a non-reconfiguration round rejects unsolicited gradients
-    s.configure_train(3, ArrayRecord(), config(), grid)
+        # a weight that re-enters the mask resumes from the value it was pruned at
+        back = s.M[k] & ~old_mask[k]
+        assert back.any() and np.array_equal(s.W[k][back], before[k][back])
+        assert np.array_equal(s.sparse_state()[k][back], before[k][back])
+    # the next, non-reconfiguration, round does not ask for gradients, and rejects them
+    msgs = list(s.configure_train(3, ArrayRecord(), shared, grid))
+    assert msgs[0].content["config"][wire.PRUNEFL_SQGRAD] is False
     arrays = codec.encode_state(s.sparse_state(), s.M)
     arrays.update({k + wire.SQGRAD_SUFFIX: v for k, v in sq[0].items()})
     s.aggregate_train(3, [reply(100, arrays, {wire.NUM_EXAMPLES: 5})])
