@@ -70,21 +70,31 @@ def masked_average(
     out = weighted_average(dense_states, p) if dense_states[0] else {}
     union: dict[str, np.ndarray] = {}
     for key in masked:
-        num = np.zeros(np.shape(previous[key]), dtype=np.float64)
+        shape = np.shape(previous[key])
+        num = np.zeros(int(np.prod(shape)), dtype=np.float64)
         den = np.zeros_like(num)
         held = np.zeros(num.shape, dtype=bool)
+        # zero votes: sum_i w_i [started at 0] over all positions, per distinct array (the
+        # clients sent one mask share one), minus the positions each client kept
+        zero_votes: dict[int, tuple[np.ndarray, float]] = {}
         for i, (wi, s, m) in enumerate(zip(p, states, masks, strict=True)):
-            mi = np.asarray(m[key], dtype=bool)
-            num += np.where(mi, wi * np.asarray(s[key], dtype=np.float64), 0.0)
-            den += wi * mi
-            held |= mi
-            if started_at_zero is not None:  # a zero vote where it started at 0 and kept 0
-                den += wi * (np.asarray(started_at_zero[i][key], dtype=bool) & ~mi)
+            mi = np.asarray(m[key], dtype=bool).reshape(-1)
+            idx = np.flatnonzero(mi)  # work on the client's support only
+            num[idx] += wi * np.asarray(s[key]).reshape(-1)[idx].astype(np.float64)
+            den[idx] += wi
+            held[idx] = True
+            if started_at_zero is not None:
+                z = np.asarray(started_at_zero[i][key], dtype=bool)
+                arr, w = zero_votes.get(id(z), (z, 0.0))
+                zero_votes[id(z)] = (arr, w + wi)
+                den[idx[z.reshape(-1)[idx]]] -= wi  # kept a position it got as 0: no zero vote
+        for z, w in zero_votes.values():
+            den += w * z.reshape(-1)
         held &= den > 0
-        agg = np.asarray(previous[key], dtype=np.float64).copy()
+        agg = np.asarray(previous[key], dtype=np.float64).reshape(-1).copy()
         agg[held] = num[held] / den[held]
-        out[key] = agg.astype(np.asarray(previous[key]).dtype)
-        union[key] = held
+        out[key] = agg.reshape(shape).astype(np.asarray(previous[key]).dtype)
+        union[key] = held.reshape(shape)
     return out, union
 
 

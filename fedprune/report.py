@@ -185,7 +185,7 @@ def study_table(study: str, runs: list[Run], target: float) -> str:
               for r in runs if r.method == "fedprune"}
     has_dense = any(r.rounds[-1].get("dense_accuracy") is not None for r in runs)
     has_noise = any(group_share(r.rounds, "noisy") for r in runs)
-    has_attack = any(r.rounds[-1].get("attacker_clients") is not None for r in runs)
+    has_attack = any(x.get("attacker_clients") for r in runs for x in r.rounds)
     head = ["run", "seeds", "final acc", "best acc"]
     head += ["dense acc"] if has_dense else []
     head += ["up MB", f"MB to {target:.0%}", f"s to {target:.0%}", "acc@FP", "GFLOP/round",

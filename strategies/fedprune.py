@@ -324,9 +324,14 @@ class FedPruneCore(ValidatingStrategy):
         states = [r.payload[0] for r in ok]
         weights, phis, lam = self._weights(server_round, deltas, clients, n)
         zeros = None
-        if self.grown_average == "all":
-            zeros = [{k: ~m for k, m in self._client_masks.get(r.node, self.M).items()}
-                     for r in ok]
+        if self.grown_average == "all":  # one complement per distinct mask sent (shared)
+            inverted: dict[int, dict[str, np.ndarray]] = {}
+            zeros = []
+            for r in ok:
+                sent = self._client_masks.get(r.node, self.M)
+                if id(sent) not in inverted:
+                    inverted[id(sent)] = {k: ~m for k, m in sent.items()}
+                zeros.append(inverted[id(sent)])
         agg, union = masked_average(states, masks, [weights[c] for c in clients], self.W, zeros)
         new_mask = (
             select_global_mask(agg, union, self.budgets, fallback=self.M)

@@ -61,3 +61,53 @@ def test_weighted_average_keeps_0d_buffers_as_arrays():
 
     out = weighted_average([{"n": np.array(3, np.int64)}, {"n": np.array(6, np.int64)}], [1, 2])
     assert isinstance(out["n"], np.ndarray) and out["n"].shape == () and int(out["n"]) == 5
+
+
+def _masked_average_reference(states, masks, weights, previous, started_at_zero=None):
+    """The definition, position by position, in plain dense NumPy."""
+    p = np.asarray(weights, dtype=np.float64)
+    out, union = {}, {}
+    for key in masks[0]:
+        num = np.zeros(previous[key].shape)
+        den = np.zeros(previous[key].shape)
+        for i, (s, m) in enumerate(zip(states, masks)):
+            num += np.where(m[key], p[i] * s[key].astype(np.float64), 0.0)
+            den += p[i] * m[key]
+            if started_at_zero is not None:
+                den += p[i] * (started_at_zero[i][key] & ~m[key])
+        held = np.logical_or.reduce([m[key] for m in masks]) & (den > 0)
+        agg = previous[key].astype(np.float64).copy()
+        agg[held] = num[held] / den[held]
+        out[key], union[key] = agg.astype(previous[key].dtype), held
+    return out, union
+
+
+@pytest.mark.parametrize("shared_sent_mask", [True, False])
+def test_masked_average_matches_its_definition_on_random_inputs(shared_sent_mask):
+    rng = np.random.default_rng(3)
+    shapes = {"a": (7, 5), "b": (40,)}
+    previous = {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+    sent = {k: rng.random(s) < 0.3 for k, s in shapes.items()}
+    for trial in range(5):
+        k = 6
+        weights = rng.random(k)
+        weights[0] = 0.0  # a zero-weight client changes nothing
+        masks, zeros = [], []
+        for _ in range(k):
+            own = sent if shared_sent_mask else {n: rng.random(s) < 0.3 for n, s in shapes.items()}
+            # each client keeps most of what it got and grows a few positions
+            masks.append({n: (own[n] & (rng.random(s) < 0.8)) | (rng.random(s) < 0.05)
+                          for n, s in shapes.items()})
+            zeros.append({n: ~own[n] for n in shapes} if not shared_sent_mask else None)
+        if shared_sent_mask:
+            z = {n: ~sent[n] for n in shapes}
+            zeros = [z] * k  # one object, as the strategy passes it
+        states = [{n: rng.standard_normal(s).astype(np.float32) for n, s in shapes.items()}
+                  for _ in range(k)]
+        for saz in (None, zeros):
+            got, got_union = masked_average(states, masks, weights, previous, saz)
+            want, want_union = _masked_average_reference(states, masks, weights, previous, saz)
+            for n in shapes:
+                assert np.array_equal(got_union[n], want_union[n])
+                np.testing.assert_allclose(got[n], want[n], rtol=1e-6, atol=1e-7)
+                assert got[n].dtype == np.float32 and got[n].shape == shapes[n]

@@ -64,7 +64,8 @@ def test_a_bad_study_file_names_the_file_and_the_run(study_file, tmp_path):
 def _results(rounds: int, done: int, accs=None, up=1_000_000) -> dict:
     accs = accs or [0.5] * done
     rows = [{"round": t + 1, "accuracy": a, "bytes_up": up, "bytes_down": up, "clients": 2,
-             "wall_s": 10.0, "aggregate_s": 0.25} for t, a in enumerate(accs[:done])]
+             "wall_s": 10.0, "aggregate_s": 0.25, "attacker_clients": []}
+            for t, a in enumerate(accs[:done])]
     return {"config": {"num-server-rounds": rounds}, "rounds": rows,
             "summary": {"rounds_completed": done, "final_accuracy": rows[-1]["accuracy"],
                         "best_accuracy": max(r["accuracy"] for r in rows),
@@ -153,6 +154,10 @@ def test_summary_table_gives_mean_and_std_over_seeds_and_equal_byte_accuracy(tmp
     # FedAvg's best accuracy within FedPrune's 3 MB of the same seed: its first two rounds
     assert fa[col("acc@FP")] == "0.8100 +- 0.1556"
     assert fp[col("agg s/round")] == "0.250 +- 0.000" and fp[col("agg share")] == "0.025 +- 0.000"
+    assert "attacker share" not in head  # runs record an empty attacker list: no column
+    runs[0].rounds[1]["attacker_clients"] = [1]
+    runs[0].rounds[1]["attacker_weight"] = 0.1
+    assert "attacker share" in study_table("demo", runs, 0.9).splitlines()[0]
 
     text = summarise(tmp_path / "runs", tmp_path / "out", 0.9, plots=True)
     assert (tmp_path / "out" / "summary.md").read_text() == text
