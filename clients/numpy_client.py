@@ -147,7 +147,7 @@ class FedPruneClient(NumPyClient):
         pruned = 0
         if mode == "lotteryfl" and self.masks:
             pruned = self._lottery_prune(config)
-        flops = 0.0  # prunefl-initial: counted epoch by epoch, as the masks shrink
+        flops: float | None = None  # prunefl-initial: counted epoch by epoch, as masks shrink
         if mode == "prunefl-initial" and self.masks:
             result, pruned, flops = self._prunefl_initial(cfg, config, hook, rnd)
         else:
@@ -167,7 +167,7 @@ class FedPruneClient(NumPyClient):
             metrics[wire.DST_MOVED] = sum(sum(r.moved.values()) for r in reports)
         if self._macs is not None:
             seen = result.num_examples * cfg.epochs
-            if flops:
+            if flops is not None:
                 metrics[wire.TRAIN_FLOPS] = flops
             elif self.trainable is None:
                 metrics[wire.TRAIN_FLOPS] = float(training_flops(self._macs, seen, self.masks))
@@ -214,21 +214,18 @@ class FedPruneClient(NumPyClient):
         target density with the pruned weights at zero. Returns (the training
         result over all epochs, the number of pruning steps, training FLOPs)."""
         one = dataclasses.replace(cfg, epochs=1)
-        first, last, pruned, flops, losses, steps = None, None, 0, 0.0, [], 0
+        results, pruned, flops = [], 0, 0.0
         for e in range(cfg.epochs):
             r = train(self.model, self.trainloader, one, device=self.device, masks=self.masks,
                       on_step=hook, seed=derive_seed(self.seed, rnd, 13, e))
             if self._macs is not None:
                 flops += float(training_flops(self._macs, r.num_examples, self.masks))
-            first = r if first is None else first
-            last = r
-            losses.append(r.loss)
-            steps += r.steps
+            results.append(r)
             if e < cfg.epochs - 1:
                 pruned += self._prune(config)
-        assert first is not None and last is not None
-        return (dataclasses.replace(last, loss=float(np.mean(losses)), steps=steps,
-                                    first_loss=first.first_loss), pruned, flops)
+        return (dataclasses.replace(results[-1], loss=float(np.mean([r.loss for r in results])),
+                                    steps=sum(r.steps for r in results),
+                                    first_loss=results[0].first_loss), pruned, flops)
 
     def _lottery_prune(self, config: dict[str, Any]) -> int:
         """LotteryFL: if the received model (on this client's mask) reaches
