@@ -8,7 +8,10 @@
 Each job (run x grid point x seed, see :func:`fedprune.experiments.load_study`)
 writes ``<out>/<study>/<run>/seed-<s>/results.json`` and its log next to it.
 A job whose results.json already holds every round is skipped, so a study
-that was stopped resumes where it was. Each job runs in a fresh Python
+that was stopped resumes where it was. A finished job whose recorded
+run-config differs from what the study file gives now (an edited file, a
+changed default) is *stale*: the runner lists the differences and stops,
+unless ``--rerun-stale`` asks it to run those jobs again. Each job runs in a fresh Python
 process (a fresh Ray), so one failing job does not take the others down; the
 failures are listed at the end and the exit status is 1. Summarise with
 ``fedprune-summary <out>``.
@@ -32,6 +35,10 @@ from strategies.run import parse_set
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# Run-config keys that say where things are or how a run is kept, not what it computes.
+_NOT_COMPARED = frozenset({"results-dir", "data-dir", "download", "resume", "checkpoint-every"})
+
+
 def is_complete(results: Path, rounds: int) -> bool:
     """Whether ``results`` (a results.json) exists and holds all ``rounds`` rounds."""
     try:
@@ -41,10 +48,41 @@ def is_complete(results: Path, rounds: int) -> bool:
     return int(done) >= rounds
 
 
-def job_rounds(job: Job) -> int:
+def job_config(job: Job) -> dict:
+    """The job's resolved run-config (what its results.json would record)."""
     from fedprune.config import RunConfig
 
-    return RunConfig.from_mapping(job.overrides).num_server_rounds
+    return RunConfig.from_mapping(job.overrides).to_dict()
+
+
+def job_rounds(job: Job) -> int:
+    return int(job_config(job)["num-server-rounds"])
+
+
+def config_drift(results: Path, job: Job) -> list[str]:
+    """How the config recorded in ``results`` differs from what ``job`` would run now.
+
+    Empty when they agree. A key the stored run predates counts only if the job
+    sets it away from its default (a new key's default keeps the old behaviour).
+    A changed default therefore makes every run that relied on it stale.
+    """
+    from fedprune.config import RunConfig
+
+    try:
+        stored = json.loads(results.read_text())["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    defaults = RunConfig.defaults()
+    drift = []
+    for key, now in job_config(job).items():
+        if key in _NOT_COMPARED:
+            continue
+        if key in stored:
+            if stored[key] != now:
+                drift.append(f"{key}: {stored[key]!r} -> {now!r}")
+        elif key in defaults and now != defaults[key]:
+            drift.append(f"{key}: (not recorded) -> {now!r}")
+    return drift
 
 
 def run_job(job: Job, out: Path, engine: str, app_dir: Path) -> int:
@@ -54,9 +92,12 @@ def run_job(job: Job, out: Path, engine: str, app_dir: Path) -> int:
         {"study": job.study, "run": job.run, "seed": job.seed, "labels": job.labels,
          "num-supernodes": job.num_supernodes, "federation": job.federation,
          "overrides": job.overrides}, indent=1))
-    stale = out / "results.json"
-    if stale.exists():  # an interrupted run: start it over
-        stale.unlink()
+    old = out / "results.json"
+    if old.exists():  # an interrupted run starts over; a stale one is kept aside
+        if is_complete(old, job_rounds(job)):
+            old.replace(out / "results.stale.json")
+        else:
+            old.unlink()
     cmd = [sys.executable, "-m", "strategies.study", "--one", str(out / "job.json"),
            "--engine", engine, "--app-dir", str(app_dir)]
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "FLWR_TELEMETRY_ENABLED": "0",
@@ -98,6 +139,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--engine", choices=("simulation", "flwr"), default="simulation")
     p.add_argument("--app-dir", type=Path, default=ROOT, help="project folder (flwr engine)")
     p.add_argument("--dry-run", action="store_true", help="list the jobs and their state")
+    p.add_argument("--rerun-stale", action="store_true",
+                   help="run again the jobs whose stored results used a different run-config")
     p.add_argument("--one", type=Path, help=argparse.SUPPRESS)  # internal: run one job file
     args = p.parse_args(argv)
     if args.one:
@@ -115,14 +158,34 @@ def main(argv: list[str] | None = None) -> None:
     if not jobs:
         raise SystemExit("fedprune-study: no jobs match")
     root = args.out.resolve()
-    todo = [j for j in jobs if not is_complete(root / j.key / "results.json", job_rounds(j))]
-    print(f"[fedprune-study] {len(jobs)} jobs, {len(jobs) - len(todo)} already done, "
+    state: dict[str, str] = {}
+    stale: dict[str, list[str]] = {}
+    for j in jobs:
+        res = root / j.key / "results.json"
+        if not is_complete(res, job_rounds(j)):
+            state[j.key] = "todo"
+        elif drift := config_drift(res, j):
+            state[j.key], stale[j.key] = "stale", drift
+        else:
+            state[j.key] = "done"
+    todo = [j for j in jobs if state[j.key] == "todo"
+            or (state[j.key] == "stale" and args.rerun_stale)]
+    done = sum(s == "done" for s in state.values())
+    print(f"[fedprune-study] {len(jobs)} jobs, {done} already done, {len(stale)} stale, "
           f"{len(todo)} to run; results in {root}", flush=True)
     if args.dry_run:
         for j in jobs:
-            state = "todo" if j in todo else "done"
-            print(f"  {state:<4} {j.key}  ({j.num_supernodes} clients)")
+            print(f"  {state[j.key]:<5} {j.key}  ({j.num_supernodes} clients)")
+            for d in stale.get(j.key, []):
+                print(f"          {d}")
         return
+    if stale and not args.rerun_stale:
+        lines = [f"  {k}: " + "; ".join(d) for k, d in stale.items()]
+        raise SystemExit(
+            "fedprune-study: these results were made with a different run-config than the "
+            "study file gives now (a changed default or file); pass --rerun-stale to run them "
+            "again (the old results.json is kept as results.stale.json), or pin the old "
+            "values in the study file:\n" + "\n".join(lines))
     failed, t_start = [], time.monotonic()
     for i, job in enumerate(todo, 1):
         out = root / job.key

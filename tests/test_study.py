@@ -61,12 +61,12 @@ def test_a_bad_study_file_names_the_file_and_the_run(study_file, tmp_path):
         load_study(study_file)
 
 
-def _results(rounds: int, done: int, accs=None, up=1_000_000) -> dict:
+def _results(rounds: int, done: int, accs=None, up=1_000_000, config=None) -> dict:
     accs = accs or [0.5] * done
     rows = [{"round": t + 1, "accuracy": a, "bytes_up": up, "bytes_down": up, "clients": 2,
              "wall_s": 10.0, "aggregate_s": 0.25, "attacker_clients": []}
             for t, a in enumerate(accs[:done])]
-    return {"config": {"num-server-rounds": rounds}, "rounds": rows,
+    return {"config": {**(config or {}), "num-server-rounds": rounds}, "rounds": rows,
             "summary": {"rounds_completed": done, "final_accuracy": rows[-1]["accuracy"],
                         "best_accuracy": max(r["accuracy"] for r in rows),
                         "total_bytes_up": up * done}}
@@ -75,9 +75,11 @@ def _results(rounds: int, done: int, accs=None, up=1_000_000) -> dict:
 def test_the_runner_skips_finished_jobs_reruns_stopped_ones_and_reports_failures(
         study_file, tmp_path, monkeypatch, capsys):
     out = tmp_path / "runs"
-    done = out / "demo/fedavg__sparsity=0.5__iid/seed-0"
+    jobs = {j.key: j for j in load_study(study_file, seeds=[0])}
+    key = "demo/fedavg__sparsity=0.5__iid/seed-0"
+    done = out / key
     done.mkdir(parents=True)
-    (done / "results.json").write_text(json.dumps(_results(3, 3)))
+    (done / "results.json").write_text(json.dumps(_results(3, 3, config=study.job_config(jobs[key]))))
     stopped = out / "demo/fedavg__sparsity=0.9__iid/seed-0"
     stopped.mkdir(parents=True)
     (stopped / "results.json").write_text(json.dumps(_results(3, 1)))  # an interrupted run
@@ -85,7 +87,7 @@ def test_the_runner_skips_finished_jobs_reruns_stopped_ones_and_reports_failures
     only = ["demo/fedavg__*iid"]
     study.main([str(study_file), "--out", str(out), "--seeds", "0", "--only", *only, "--dry-run"])
     lines = capsys.readouterr().out.splitlines()
-    assert "2 jobs, 1 already done, 1 to run" in lines[0]
+    assert "2 jobs, 1 already done, 0 stale, 1 to run" in lines[0]
     assert any(ln.split()[:2] == ["done", "demo/fedavg__sparsity=0.5__iid/seed-0"] for ln in lines)
     assert any(ln.split()[:2] == ["todo", "demo/fedavg__sparsity=0.9__iid/seed-0"] for ln in lines)
 
@@ -96,7 +98,7 @@ def test_the_runner_skips_finished_jobs_reruns_stopped_ones_and_reports_failures
         path.mkdir(parents=True, exist_ok=True)
         if "fedprune" in job.key and "path" in job.key:
             return 1  # this one fails
-        (path / "results.json").write_text(json.dumps(_results(3, 3)))
+        (path / "results.json").write_text(json.dumps(_results(3, 3, config=study.job_config(job))))
         return 0
 
     monkeypatch.setattr(study, "run_job", fake_run_job)
@@ -114,6 +116,68 @@ def test_the_runner_skips_finished_jobs_reruns_stopped_ones_and_reports_failures
                            "demo/fedprune__sparsity=0.9__path/seed-0"]
     with pytest.raises(SystemExit, match="no jobs match"):
         study.main([str(study_file), "--out", str(out), "--only", "nothing*"])
+
+
+def test_a_result_made_with_another_config_is_stale_and_rerun_only_when_asked(
+        study_file, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "runs"
+    jobs = {j.key: j for j in load_study(study_file, seeds=[0])}
+    key = "demo/fedprune__sparsity=0.9__iid/seed-0"
+    cfg = study.job_config(jobs[key])
+    assert study.config_drift(tmp_path / "missing.json", jobs[key]) == []
+    res = out / key / "results.json"
+    res.parent.mkdir(parents=True)
+    # the same config recorded with another results folder: not stale
+    res.write_text(json.dumps(_results(3, 3, config={**cfg, "results-dir": "/elsewhere"})))
+    assert study.config_drift(res, jobs[key]) == []
+    # a default that changed since the run (alpha0), and a key the run predates that
+    # the job now sets away from its default (lr)
+    old = {k: v for k, v in cfg.items() if k != "lr"}
+    old["alpha0"] = cfg["alpha0"] + 0.2
+    res.write_text(json.dumps(_results(3, 3, config=old)))
+    drift = study.config_drift(res, jobs[key])
+    assert len(drift) == 2 and any(d.startswith("alpha0: ") for d in drift)
+    assert "lr: (not recorded) -> 0.02" in drift
+    # a key the run predates, left at its default, is not drift
+    old = {k: v for k, v in cfg.items() if k != "round-retries"}
+    res.write_text(json.dumps(_results(3, 3, config=old)))
+    assert study.config_drift(res, jobs[key]) == []
+
+    res.write_text(json.dumps(_results(3, 3, config={**cfg, "sparsity": 0.5})))
+    only = ["--only", "demo/fedprune__sparsity=0.9__iid"]
+    study.main([str(study_file), "--out", str(out), "--seeds", "0", *only, "--dry-run"])
+    text = capsys.readouterr().out
+    assert "0 already done, 1 stale, 0 to run" in text and "sparsity: 0.5 -> 0.9" in text
+    ran = []
+
+    def fake_run_job(job, path, engine, app_dir):
+        ran.append(job.key)
+        (path / "results.json").write_text(json.dumps(_results(3, 3, config=study.job_config(job))))
+        return 0
+
+    monkeypatch.setattr(study, "run_job", fake_run_job)
+    with pytest.raises(SystemExit, match="--rerun-stale") as exc:
+        study.main([str(study_file), "--out", str(out), "--seeds", "0", *only])
+    assert "sparsity: 0.5 -> 0.9" in str(exc.value) and ran == []
+    assert json.loads(res.read_text())["config"]["sparsity"] == 0.5  # left as it was
+    study.main([str(study_file), "--out", str(out), "--seeds", "0", *only, "--rerun-stale"])
+    assert ran == [key] and study.config_drift(res, jobs[key]) == []
+
+
+def test_run_job_keeps_a_finished_result_aside_and_drops_an_interrupted_one(
+        study_file, tmp_path, monkeypatch):
+    job = load_study(study_file, seeds=[0])[0]
+    out = tmp_path / "job"
+    out.mkdir()
+    monkeypatch.setattr(study.subprocess, "run", lambda *a, **k: type("P", (), {"returncode": 0}))
+    (out / "results.json").write_text(json.dumps(_results(3, 3, accs=[0.1, 0.2, 0.3])))
+    study.run_job(job, out, "simulation", tmp_path)
+    assert not (out / "results.json").exists()
+    assert json.loads((out / "results.stale.json").read_text())["summary"]["final_accuracy"] == 0.3
+    (out / "results.json").write_text(json.dumps(_results(3, 1)))
+    study.run_job(job, out, "simulation", tmp_path)
+    assert not (out / "results.json").exists()
+    assert json.loads((out / "results.stale.json").read_text())["summary"]["final_accuracy"] == 0.3
 
 
 def test_per_run_metrics():
