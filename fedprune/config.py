@@ -86,8 +86,8 @@ class RunConfig:
     # FedPrune (strategy "fedprune")
     sparsity: float = 0.8
     density_distribution: str = "erk"
-    alpha0: float = 0.3
-    readjust_interval: int = 2
+    alpha0: float = 0.1
+    readjust_interval: int = 5
     readjust_end: int = 0
     readjust_at: float = 0.5
     growth: str = "gradient"

@@ -37,6 +37,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Run-config keys that say where things are or how a run is kept, not what it computes.
 _NOT_COMPARED = frozenset({"results-dir", "data-dir", "download", "resume", "checkpoint-every"})
+# The mask-schedule keys, read only by the strategies whose mask moves (see
+# strategies/server_app.py: static-magnitude/-random pin dynamic-topology off).
+_SCHEDULE_KEYS = frozenset({"alpha0", "readjust-interval", "readjust-end", "readjust-at", "growth"})
+_MOVING_MASK = frozenset({"fedprune", "feddst", "fedbt-prune"})
+
+
+def _unused(config: dict) -> frozenset[str]:
+    """Keys the run described by ``config`` does not read (beyond :data:`_NOT_COMPARED`)."""
+    if config.get("strategy") in _MOVING_MASK and config.get("dynamic-topology", True):
+        return _NOT_COMPARED
+    return _NOT_COMPARED | _SCHEDULE_KEYS
 
 
 def is_complete(results: Path, rounds: int) -> bool:
@@ -64,7 +75,8 @@ def config_drift(results: Path, job: Job) -> list[str]:
 
     Empty when they agree. A key the stored run predates counts only if the job
     sets it away from its default (a new key's default keeps the old behaviour).
-    A changed default therefore makes every run that relied on it stale.
+    A changed default therefore makes every run that relied on it stale; the
+    mask-schedule keys are not compared for runs whose mask does not move.
     """
     from fedprune.config import RunConfig
 
@@ -74,8 +86,10 @@ def config_drift(results: Path, job: Job) -> list[str]:
         return []
     defaults = RunConfig.defaults()
     drift = []
-    for key, now in job_config(job).items():
-        if key in _NOT_COMPARED:
+    config = job_config(job)
+    unused = _unused(config)
+    for key, now in config.items():
+        if key in unused:
             continue
         if key in stored:
             if stored[key] != now:

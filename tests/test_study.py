@@ -1,5 +1,6 @@
 """fedprune-study (expansion of study files, resuming, failures) and fedprune-summary's tables."""
 
+import dataclasses
 import json
 
 import pytest
@@ -142,6 +143,17 @@ def test_a_result_made_with_another_config_is_stale_and_rerun_only_when_asked(
     old = {k: v for k, v in cfg.items() if k != "round-retries"}
     res.write_text(json.dumps(_results(3, 3, config=old)))
     assert study.config_drift(res, jobs[key]) == []
+
+    # the mask schedule is not compared where the mask does not move
+    fedavg = jobs["demo/fedavg__sparsity=0.9__iid/seed-0"]
+    res.write_text(json.dumps(_results(3, 3, config={**study.job_config(fedavg), "alpha0": 0.9})))
+    assert study.config_drift(res, fedavg) == []
+    static = dataclasses.replace(jobs[key], overrides={**jobs[key].overrides,
+                                                      "dynamic-topology": False})
+    res.write_text(json.dumps(_results(3, 3, config={**study.job_config(static), "alpha0": 0.9})))
+    assert study.config_drift(res, static) == []
+    res.write_text(json.dumps(_results(3, 3, config={**cfg, "alpha0": 0.9})))
+    assert study.config_drift(res, jobs[key]) == [f"alpha0: 0.9 -> {cfg['alpha0']!r}"]
 
     res.write_text(json.dumps(_results(3, 3, config={**cfg, "sparsity": 0.5})))
     only = ["--only", "demo/fedprune__sparsity=0.9__iid"]
