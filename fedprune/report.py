@@ -7,7 +7,8 @@ Runs are found as ``<study>/<run>/seed-<s>/results.json`` (what
 of one study that share their grid labels are compared with each other. For
 each (study, run) the tables give the mean +- std over seeds of:
 
-* final and best accuracy, and the restored dense model's final accuracy
+* final accuracy, the mean over the last 5 rounds (runs with noisy clients swing
+  by tens of points from round to round), best accuracy, and the restored dense model's final accuracy
   (FedPrune family);
 * total upload MB, and the upload MB and wall-clock seconds until the
   accuracy first reaches ``--target`` (``k/n`` when only k of n seeds got there);
@@ -39,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 MB = 1e6
+LAST_K = 5  # rounds averaged by the "last-k acc" column
 
 
 @dataclass
@@ -100,6 +102,14 @@ def to_target(rounds: Sequence[dict[str, Any]], target: float) -> tuple[float, f
         if r.get("accuracy") is not None and r["accuracy"] >= target:
             return up / MB, t
     return None
+
+
+def last_mean(rounds: Sequence[dict[str, Any]], k: int = LAST_K) -> float | None:
+    """Mean accuracy over the last ``k`` rounds (fewer if the run is shorter; round 0,
+    the initial model, excluded): less at the mercy of one round's swing than the final."""
+    accs = [r["accuracy"] for r in rounds if r.get("round", 1) > 0
+            and r.get("accuracy") is not None][-k:]
+    return statistics.fmean(accs) if accs else None
 
 
 def accuracy_within(rounds: Sequence[dict[str, Any]], budget_mb: float) -> float:
@@ -186,7 +196,7 @@ def study_table(study: str, runs: list[Run], target: float) -> str:
     has_dense = any(r.rounds[-1].get("dense_accuracy") is not None for r in runs)
     has_noise = any(group_share(r.rounds, "noisy") for r in runs)
     has_attack = any(x.get("attacker_clients") for r in runs for x in r.rounds)
-    head = ["run", "seeds", "final acc", "best acc"]
+    head = ["run", "seeds", "final acc", f"last-{LAST_K} acc", "best acc"]
     head += ["dense acc"] if has_dense else []
     head += ["up MB", f"MB to {target:.0%}", f"s to {target:.0%}", "acc@FP", "GFLOP/round",
              "of dense", "agg s/round", "agg share"]
@@ -202,6 +212,7 @@ def study_table(study: str, runs: list[Run], target: float) -> str:
         fl = [flops_per_round(r.rounds) for r in rs]
         sv = [server_share(r.rounds) for r in rs]
         row = [g.run, str(len(rs)), _ms(r.data["summary"]["final_accuracy"] for r in rs),
+               _ms(last_mean(r.rounds) for r in rs),
                _ms(r.data["summary"]["best_accuracy"] for r in rs)]
         if has_dense:
             row.append(_ms(r.rounds[-1].get("dense_accuracy") for r in rs))

@@ -7,8 +7,8 @@ import pytest
 
 from fedprune.config import ConfigError
 from fedprune.experiments import load_study
-from fedprune.report import (Run, accuracy_within, load_runs, server_share, study_table,
-                             summarise, to_target)
+from fedprune.report import (Run, accuracy_within, last_mean, load_runs, server_share,
+                             study_table, summarise, to_target)
 from strategies import study
 
 STUDY = """\
@@ -194,6 +194,8 @@ def test_run_job_keeps_a_finished_result_aside_and_drops_an_interrupted_one(
 
 def test_per_run_metrics():
     rounds = _results(4, 4, accs=[0.3, 0.92, 0.88, 0.95], up=2_000_000)["rounds"]
+    assert last_mean(rounds, 2) == pytest.approx(0.915) and last_mean(rounds) == 0.7625
+    assert last_mean([{"round": 0, "accuracy": 0.1}]) is None  # the initial model only
     assert to_target(rounds, 0.9) == (4.0, 20.0)  # 2 rounds: 4 MB, 20 s
     assert to_target(rounds, 0.99) is None
     assert accuracy_within(rounds, 6.0) == 0.92  # 3 rounds fit in 6 MB
@@ -225,6 +227,7 @@ def test_summary_table_gives_mean_and_std_over_seeds_and_equal_byte_accuracy(tmp
     col = head.index
     assert fp[col("seeds")] == "2"
     assert fp[col("final acc")] == "0.9000 +- 0.0707"
+    assert fp[col("last-5 acc")] == "0.7667 +- 0.0236"  # rounds 1-3: 0.7833 and 0.75
     assert fp[col("MB to 90%")] == "2.0 (1/2)"  # only seed 0 reached 90%
     assert fa[col("MB to 90%")] == "3.8 +- 1.1"  # rounds 3 and 2 at 1.5 MB each: 4.5, 3.0
     # FedAvg's best accuracy within FedPrune's 3 MB of the same seed: its first two rounds
