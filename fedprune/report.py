@@ -19,7 +19,9 @@ each (study, run) the tables give the mean +- std over seeds of:
 * the server's aggregation time per round (``aggregate_train``) and its
   share of the rounds' wall-clock time;
 * with noisy or attacking clients: the share of the sampled clients they
-  were, and the share of the aggregation weight they got.
+  were, and the share of the aggregation weight they got; and a second table
+  that groups the rounds by that share (none, under 30%, 30-50%, half or
+  more) with the mean accuracy change and the weight they got in each.
 
 Plots (one PNG per study and grid point): accuracy vs round and vs cumulative
 upload MB for every method; contribution scores of clean vs noisy (or
@@ -233,6 +235,63 @@ def study_table(study: str, runs: list[Run], target: float) -> str:
     return "\n".join(lines)
 
 
+# Bins of a round's share of noisy (or attacking) aggregated clients, for
+# :func:`share_table`: exactly 0, then [lo, hi) (the last bin includes 1).
+SHARE_BINS = ((0.0, 0.0, "none"), (0.0, 0.3, "under 30%"), (0.3, 0.5, "30-50%"),
+              (0.5, 1.0, "half or more"))
+
+
+def _share_bin(share: float) -> str:
+    if share == 0.0:
+        return SHARE_BINS[0][2]
+    for lo, hi, label in SHARE_BINS[1:]:
+        if lo <= share < hi or (hi == 1.0 and share == 1.0):
+            return label
+    raise ValueError(f"share {share} outside [0, 1]")
+
+
+def rounds_by_share(rounds: Sequence[dict[str, Any]], kind: str = "noisy"
+                    ) -> dict[str, list[tuple[float, float | None]]]:
+    """Rounds grouped by the share of ``kind`` clients among those aggregated: per bin of
+    :data:`SHARE_BINS`, (accuracy change from the previous round, weight ``kind`` got)."""
+    out: dict[str, list[tuple[float, float | None]]] = defaultdict(list)
+    for prev, r in zip(rounds, rounds[1:]):
+        if not r.get("clients") or r.get("accuracy") is None or prev.get("accuracy") is None:
+            continue
+        share = len(r.get(f"{kind}_clients") or []) / r["clients"]
+        out[_share_bin(share)].append((r["accuracy"] - prev["accuracy"], r.get(f"{kind}_weight")))
+    return out
+
+
+def share_table(study: str, runs: list[Run], kind: str = "noisy") -> str | None:
+    """Per method and grid point, pooled over seeds: how the accuracy moved in rounds where
+    ``kind`` clients were none / a few / half or more of the round, and the weight they got.
+    None when no run of the study had such clients."""
+    if not any(x.get(f"{kind}_clients") for r in runs for x in r.rounds):
+        return None
+    head = ["run"] + [f"{label}: rounds, acc change, {kind} weight" for *_, label in SHARE_BINS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for g in sorted(groups(runs), key=lambda g: (g.runs[0].point, g.runs[0].method != "fedprune",
+                                                 g.run)):
+        pooled: dict[str, list[tuple[float, float | None]]] = defaultdict(list)
+        for r in g.runs:
+            for label, vals in rounds_by_share(r.rounds, kind).items():
+                pooled[label].extend(vals)
+        if not any(pooled[label] for label in pooled if label != "none"):
+            continue
+        cells = []
+        for *_, label in SHARE_BINS:
+            vals = pooled.get(label, [])
+            if not vals:
+                cells.append("-")
+                continue
+            ws = [w for _, w in vals if w is not None]
+            weight = f"{statistics.fmean(ws):.2f}" if ws and label != "none" else "-"
+            cells.append(f"{len(vals)}, {statistics.fmean(d for d, _ in vals):+.3f}, {weight}")
+        lines.append(f"| {g.run} ({len(g.runs)} seeds) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 # -- plots ---------------------------------------------------------------------------------
 
 def _plt():
@@ -365,6 +424,13 @@ def summarise(root: Path, out: Path, target: float, plots: bool = True) -> str:
     for study in sorted({r.study for r in runs}):
         rs = [r for r in runs if r.study == study]
         parts.append(f"\n## {study}\n\n{study_table(study, rs, target)}\n")
+        for kind in ("noisy", "attacker"):
+            table = share_table(study, rs, kind)
+            if table:
+                parts.append(f"\nRounds by the share of {kind} clients among the aggregated "
+                             f"(pooled over seeds): how many, the mean accuracy change from "
+                             f"the round before, the weight the {kind} clients got.\n\n"
+                             f"{table}\n")
         if not plots:
             continue
         figs.mkdir(parents=True, exist_ok=True)

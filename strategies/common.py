@@ -115,12 +115,15 @@ class RecordingMixin:
                 if isinstance(v, (int, float)) and np.isfinite(v) and v >= 0:
                     flops[k] += float(v)
         if directory is not None and not hasattr(self, "accept"):
-            # Flower's strategies: which sampled clients attacked (our strategies record
-            # these with the weight they gave them)
-            self.recorder.add(server_round, attacker_clients=sorted(
-                int(m[wire.CLIENT_ID]) for r in ok
-                if (m := r.content.metric_records.get(wire.METRICS)) is not None
-                and m.get(wire.ATTACKER) and wire.CLIENT_ID in m))
+            # Flower's strategies: which sampled clients attacked or had noisy labels (our
+            # strategies record these with the weight they gave them)
+            mets = [m for r in ok if (m := r.content.metric_records.get(wire.METRICS)) is not None
+                    and wire.CLIENT_ID in m]
+            self.recorder.add(
+                server_round,
+                attacker_clients=sorted(int(m[wire.CLIENT_ID]) for m in mets if m.get(wire.ATTACKER)),
+                noisy_clients=sorted(int(m[wire.CLIENT_ID]) for m in mets
+                                     if float(m.get(wire.NOISE_RATE, 0.0)) > 0))
         if flops[wire.DENSE_FLOPS] > 0:  # the work the clients did, accepted or not
             self.recorder.add(server_round, client_flops=flops[wire.TRAIN_FLOPS],
                               dense_client_flops=flops[wire.DENSE_FLOPS])

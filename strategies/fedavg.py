@@ -221,10 +221,13 @@ class DenseFedAvgCore(ValidatingStrategy):
         weights = [r.num_examples for r in ok]
         agg = weighted_average([r.payload for r in ok], weights)
         bad = [r for r in ok if r.metrics.get(wire.ATTACKER)]
+        noisy = [r for r in ok if float(r.metrics.get(wire.NOISE_RATE, 0.0)) > 0]
         recorder = getattr(self, "recorder", None)
-        if recorder is not None:  # the data-size weight that attacking clients got
+        if recorder is not None:  # the data-size weight that attacking / noisy clients got
             recorder.add(server_round, attacker_clients=[r.client for r in bad],
-                         attacker_weight=float(sum(r.num_examples for r in bad) / sum(weights)))
+                         attacker_weight=float(sum(r.num_examples for r in bad) / sum(weights)),
+                         noisy_clients=[r.client for r in noisy],
+                         noisy_weight=float(sum(r.num_examples for r in noisy) / sum(weights)))
         loss = float(np.average([float(r.metrics.get(wire.TRAIN_LOSS, np.nan)) for r in ok],
                                 weights=weights))
         return (

@@ -51,6 +51,18 @@ def test_aggregate_equals_weighted_reference():
     assert np.allclose(arrays["w"].numpy(), ref) and arrays["w"].numpy().dtype == np.float32
     assert metrics[wire.TRAIN_LOSS] == ref
     assert rec.rounds[1]["clients"] == 3 and rec.rounds[1]["bytes_up"] == 3 * (6 + 3) * 4
+    assert rec.rounds[1]["noisy_clients"] == [] and rec.rounds[1]["noisy_weight"] == 0.0
+
+
+def test_noisy_and_attacking_clients_are_recorded_with_their_data_size_weight():
+    s, rec, grid = _strategy()
+    s.configure_train(1, ArrayRecord({k: Array(v) for k, v in _arrays().items()}), config(), grid)
+    extra = [{wire.NOISE_RATE: 0.8}, {wire.NOISE_RATE: 0.0}, {wire.ATTACKER: 1}]
+    replies = [reply(100 + i, _arrays(1.0), {wire.NUM_EXAMPLES: n, wire.TRAIN_LOSS: 0.5, **e})
+               for i, (n, e) in enumerate(zip([10, 30, 60], extra, strict=True))]
+    s.aggregate_train(1, replies)
+    assert rec.rounds[1]["noisy_clients"] == [0] and rec.rounds[1]["noisy_weight"] == 0.1
+    assert rec.rounds[1]["attacker_clients"] == [2] and rec.rounds[1]["attacker_weight"] == 0.6
 
 
 def test_bad_replies_are_rejected_with_reasons_and_the_round_goes_on():
