@@ -251,29 +251,33 @@ def _share_bin(share: float) -> str:
 
 
 def rounds_by_share(rounds: Sequence[dict[str, Any]], kind: str = "noisy"
-                    ) -> dict[str, list[tuple[float, float | None]]]:
+                    ) -> dict[str, list[tuple[float, float, float | None]]]:
     """Rounds grouped by the share of ``kind`` clients among those aggregated: per bin of
-    :data:`SHARE_BINS`, (accuracy change from the previous round, weight ``kind`` got)."""
-    out: dict[str, list[tuple[float, float | None]]] = defaultdict(list)
+    :data:`SHARE_BINS`, (accuracy change from the previous round, their share, the weight
+    they got)."""
+    out: dict[str, list[tuple[float, float, float | None]]] = defaultdict(list)
     for prev, r in zip(rounds, rounds[1:]):
         if not r.get("clients") or r.get("accuracy") is None or prev.get("accuracy") is None:
             continue
         share = len(r.get(f"{kind}_clients") or []) / r["clients"]
-        out[_share_bin(share)].append((r["accuracy"] - prev["accuracy"], r.get(f"{kind}_weight")))
+        out[_share_bin(share)].append(
+            (r["accuracy"] - prev["accuracy"], share, r.get(f"{kind}_weight")))
     return out
 
 
 def share_table(study: str, runs: list[Run], kind: str = "noisy") -> str | None:
     """Per method and grid point, pooled over seeds: how the accuracy moved in rounds where
-    ``kind`` clients were none / a few / half or more of the round, and the weight they got.
-    None when no run of the study had such clients."""
+    ``kind`` clients were none / a few / half or more of the round, and their share of the
+    clients against their share of the weight. None when no run of the study had such
+    clients."""
     if not any(x.get(f"{kind}_clients") for r in runs for x in r.rounds):
         return None
-    head = ["run"] + [f"{label}: rounds, acc change, {kind} weight" for *_, label in SHARE_BINS]
+    head = ["run"] + [f"{label}: rounds, acc change, share -> weight"
+                      for *_, label in SHARE_BINS]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for g in sorted(groups(runs), key=lambda g: (g.runs[0].point, g.runs[0].method != "fedprune",
                                                  g.run)):
-        pooled: dict[str, list[tuple[float, float | None]]] = defaultdict(list)
+        pooled: dict[str, list[tuple[float, float, float | None]]] = defaultdict(list)
         for r in g.runs:
             for label, vals in rounds_by_share(r.rounds, kind).items():
                 pooled[label].extend(vals)
@@ -285,9 +289,12 @@ def share_table(study: str, runs: list[Run], kind: str = "noisy") -> str | None:
             if not vals:
                 cells.append("-")
                 continue
-            ws = [w for _, w in vals if w is not None]
-            weight = f"{statistics.fmean(ws):.2f}" if ws and label != "none" else "-"
-            cells.append(f"{len(vals)}, {statistics.fmean(d for d, _ in vals):+.3f}, {weight}")
+            cell = f"{len(vals)}, {statistics.fmean(v[0] for v in vals):+.3f}"
+            ws = [v[2] for v in vals if v[2] is not None]
+            if label != "none":
+                weight = f"{statistics.fmean(ws):.2f}" if ws else "?"
+                cell += f", {statistics.fmean(v[1] for v in vals):.2f} -> {weight}"
+            cells.append(cell)
         lines.append(f"| {g.run} ({len(g.runs)} seeds) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -429,8 +436,9 @@ def summarise(root: Path, out: Path, target: float, plots: bool = True) -> str:
             if table:
                 parts.append(f"\nRounds by the share of {kind} clients among the aggregated "
                              f"(pooled over seeds): how many, the mean accuracy change from "
-                             f"the round before, the weight the {kind} clients got.\n\n"
-                             f"{table}\n")
+                             f"the round before, and the {kind} clients' mean share of the "
+                             f"clients -> of the aggregation weight ('?' where the strategy "
+                             f"does not report weights).\n\n{table}\n")
         if not plots:
             continue
         figs.mkdir(parents=True, exist_ok=True)

@@ -273,11 +273,13 @@ def test_rounds_are_grouped_by_the_share_of_noisy_clients():
         for t, (a, k, w) in enumerate(zip(accs, [0, 6, 6, 2, 3], [0.0, 0.7, 0.5, 0.1, 0.2]))]
     by = rounds_by_share(rows)
     assert sorted(by) == ["30-50%", "half or more", "none", "under 30%"]
-    assert by["half or more"] == [(pytest.approx(0.1), 0.7), (pytest.approx(-0.3), 0.5)]
-    assert by["none"] == [(pytest.approx(0.4), 0.0)] and by["30-50%"] == [(pytest.approx(0.15), 0.2)]
+    assert by["half or more"] == [(pytest.approx(0.1), 0.6, 0.7), (pytest.approx(-0.3), 0.6, 0.5)]
+    assert by["none"] == [(pytest.approx(0.4), 0.0, 0.0)]
+    assert by["30-50%"] == [(pytest.approx(0.15), 0.3, 0.2)]
     runs = [Run("n", "fedprune__x", 0, {"rounds": rows}), Run("n", "fedavg__x", 0, {"rounds": rows})]
     table = share_table("n", runs).splitlines()
     assert len(table) == 4 and table[2].startswith("| fedprune__x (1 seeds) |")
-    assert "| 2, -0.100, 0.60 |" in table[2]  # half or more: two rounds, mean change, weight
+    # half or more: two rounds, mean change, noisy share of the clients -> of the weight
+    assert "| 2, -0.100, 0.60 -> 0.60 |" in table[2] and "| 1, +0.400 |" in table[2]
     clean = [{**r, "noisy_clients": []} for r in rows]
     assert share_table("n", [Run("n", "fedavg__x", 0, {"rounds": clean})]) is None
