@@ -254,12 +254,13 @@ def rounds_by_share(rounds: Sequence[dict[str, Any]], kind: str = "noisy"
                     ) -> dict[str, list[tuple[float, float, float | None]]]:
     """Rounds grouped by the share of ``kind`` clients among those aggregated: per bin of
     :data:`SHARE_BINS`, (accuracy change from the previous round, their share, the weight
-    they got)."""
+    they got). Rounds that did not record ``<kind>_clients`` are left out."""
     out: dict[str, list[tuple[float, float, float | None]]] = defaultdict(list)
     for prev, r in zip(rounds, rounds[1:]):
-        if not r.get("clients") or r.get("accuracy") is None or prev.get("accuracy") is None:
+        if (not r.get("clients") or f"{kind}_clients" not in r  # not recorded: unknown
+                or r.get("accuracy") is None or prev.get("accuracy") is None):
             continue
-        share = len(r.get(f"{kind}_clients") or []) / r["clients"]
+        share = len(r[f"{kind}_clients"]) / r["clients"]
         out[_share_bin(share)].append(
             (r["accuracy"] - prev["accuracy"], share, r.get(f"{kind}_weight")))
     return out
@@ -278,8 +279,11 @@ def share_table(study: str, runs: list[Run], kind: str = "noisy") -> str | None:
     for g in sorted(groups(runs), key=lambda g: (g.runs[0].point, g.runs[0].method != "fedprune",
                                                  g.run)):
         pooled: dict[str, list[tuple[float, float, float | None]]] = defaultdict(list)
+        seeds = 0
         for r in g.runs:
-            for label, vals in rounds_by_share(r.rounds, kind).items():
+            by = rounds_by_share(r.rounds, kind)
+            seeds += bool(by)
+            for label, vals in by.items():
                 pooled[label].extend(vals)
         if not any(pooled[label] for label in pooled if label != "none"):
             continue
@@ -295,7 +299,7 @@ def share_table(study: str, runs: list[Run], kind: str = "noisy") -> str | None:
                 weight = f"{statistics.fmean(ws):.2f}" if ws else "?"
                 cell += f", {statistics.fmean(v[1] for v in vals):.2f} -> {weight}"
             cells.append(cell)
-        lines.append(f"| {g.run} ({len(g.runs)} seeds) | " + " | ".join(cells) + " |")
+        lines.append(f"| {g.run} ({seeds} seeds) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

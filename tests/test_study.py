@@ -276,7 +276,10 @@ def test_rounds_are_grouped_by_the_share_of_noisy_clients():
     assert by["half or more"] == [(pytest.approx(0.1), 0.6, 0.7), (pytest.approx(-0.3), 0.6, 0.5)]
     assert by["none"] == [(pytest.approx(0.4), 0.0, 0.0)]
     assert by["30-50%"] == [(pytest.approx(0.15), 0.3, 0.2)]
-    runs = [Run("n", "fedprune__x", 0, {"rounds": rows}), Run("n", "fedavg__x", 0, {"rounds": rows})]
+    unrecorded = [{k: v for k, v in r.items() if k != "noisy_clients"} for r in rows]
+    assert rounds_by_share(unrecorded) == {}  # not "no noisy clients": unknown
+    runs = [Run("n", "fedprune__x", 0, {"rounds": rows}), Run("n", "fedavg__x", 0, {"rounds": rows}),
+            Run("n", "fedavg__x", 1, {"rounds": unrecorded})]
     table = share_table("n", runs).splitlines()
     assert len(table) == 4 and table[2].startswith("| fedprune__x (1 seeds) |")
     # half or more: two rounds, mean change, noisy share of the clients -> of the weight
