@@ -7,9 +7,9 @@ Runs are found as ``<study>/<run>/seed-<s>/results.json`` (what
 of one study that share their grid labels are compared with each other. For
 each (study, run) the tables give the mean +- std over seeds of:
 
-* final accuracy, the mean over the last 5 rounds (runs with noisy clients swing
-  by tens of points from round to round), best accuracy, and the restored dense model's final accuracy
-  (FedPrune family);
+* final accuracy, the mean over the last 5 rounds (runs with noisy clients
+  swing by tens of points from round to round), best accuracy, and the
+  restored dense model's final accuracy (FedPrune family);
 * total upload MB, and the upload MB and wall-clock seconds until the
   accuracy first reaches ``--target`` (``k/n`` when only k of n seeds got there);
 * ``acc@FP``: the best accuracy reached with no more upload than the FedPrune
@@ -21,7 +21,8 @@ each (study, run) the tables give the mean +- std over seeds of:
 * with noisy or attacking clients: the share of the sampled clients they
   were, and the share of the aggregation weight they got; and a second table
   that groups the rounds by that share (none, under 30%, 30-50%, half or
-  more) with the mean accuracy change and the weight they got in each.
+  more) with the mean accuracy change, and their share of the clients
+  against their share of the weight, in each.
 
 Plots (one PNG per study and grid point): accuracy vs round and vs cumulative
 upload MB for every method; contribution scores of clean vs noisy (or
@@ -256,7 +257,7 @@ def rounds_by_share(rounds: Sequence[dict[str, Any]], kind: str = "noisy"
     :data:`SHARE_BINS`, (accuracy change from the previous round, their share, the weight
     they got). Rounds that did not record ``<kind>_clients`` are left out."""
     out: dict[str, list[tuple[float, float, float | None]]] = defaultdict(list)
-    for prev, r in zip(rounds, rounds[1:]):
+    for prev, r in zip(rounds[:-1], rounds[1:], strict=True):
         if (not r.get("clients") or f"{kind}_clients" not in r  # not recorded: unknown
                 or r.get("accuracy") is None or prev.get("accuracy") is None):
             continue

@@ -7,8 +7,16 @@ import pytest
 
 from fedprune.config import ConfigError
 from fedprune.experiments import load_study
-from fedprune.report import (Run, accuracy_within, last_mean, load_runs, server_share,
-                             study_table, summarise, to_target)
+from fedprune.report import (
+    Run,
+    accuracy_within,
+    last_mean,
+    load_runs,
+    server_share,
+    study_table,
+    summarise,
+    to_target,
+)
 from strategies import study
 
 STUDY = """\
@@ -270,7 +278,7 @@ def test_rounds_are_grouped_by_the_share_of_noisy_clients():
     rows = [{"round": 0, "accuracy": 0.1}] + [
         {"round": t + 1, "accuracy": a, "clients": 10, "noisy_clients": list(range(k)),
          "noisy_weight": w}
-        for t, (a, k, w) in enumerate(zip(accs, [0, 6, 6, 2, 3], [0.0, 0.7, 0.5, 0.1, 0.2]))]
+        for t, (a, k, w) in enumerate(zip(accs, [0, 6, 6, 2, 3], [0.0, 0.7, 0.5, 0.1, 0.2], strict=True))]
     by = rounds_by_share(rows)
     assert sorted(by) == ["30-50%", "half or more", "none", "under 30%"]
     assert by["half or more"] == [(pytest.approx(0.1), 0.6, 0.7), (pytest.approx(-0.3), 0.6, 0.5)]
