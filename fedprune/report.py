@@ -191,6 +191,12 @@ def groups(runs: list[Run]) -> list[Group]:
     return list(out.values())
 
 
+def ordered_groups(runs: list[Run]) -> list[Group]:
+    """:func:`groups` by grid point, FedPrune first within each, then by run name."""
+    return sorted(groups(runs), key=lambda g: (g.runs[0].point, g.runs[0].method != "fedprune",
+                                               g.run))
+
+
 def study_table(study: str, runs: list[Run], target: float) -> str:
     """The Markdown table of one study."""
     # FedPrune's upload per grid point and seed: the budget for "accuracy at equal bytes"
@@ -206,8 +212,7 @@ def study_table(study: str, runs: list[Run], target: float) -> str:
     head += ["noisy share", "noisy weight"] if has_noise else []
     head += ["attacker share", "attacker weight"] if has_attack else []
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for g in sorted(groups(runs), key=lambda g: (g.runs[0].point, g.runs[0].method != "fedprune",
-                                                 g.run)):
+    for g in ordered_groups(runs):
         rs = sorted(g.runs, key=lambda r: r.seed)
         tt = [to_target(r.rounds, target) for r in rs]
         eq = [accuracy_within(r.rounds, budget[(r.point, r.seed)]) if (r.point, r.seed) in budget
@@ -277,8 +282,7 @@ def share_table(study: str, runs: list[Run], kind: str = "noisy") -> str | None:
     head = ["run"] + [f"{label}: rounds, acc change, share -> weight"
                       for *_, label in SHARE_BINS]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for g in sorted(groups(runs), key=lambda g: (g.runs[0].point, g.runs[0].method != "fedprune",
-                                                 g.run)):
+    for g in ordered_groups(runs):
         pooled: dict[str, list[tuple[float, float, float | None]]] = defaultdict(list)
         seeds = 0
         for r in g.runs:

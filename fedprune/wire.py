@@ -8,6 +8,7 @@ Flower glue in ``strategies/`` and ``clients/`` wraps them in records).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,6 +47,16 @@ DENSE_FLOPS = "dense-flops"  # metric: the same training on the dense model
 COMPUTE_BUDGET = "compute-budget"  # metric: the node's compute budget (adaptive density)
 VALUE_DTYPE = "value-dtype"  # "float16": reply with float16 values (run-config codec-dtype)
 FEDBT_TRAIN = "fedbt-train"  # partial training (FedBT): list of the tensor names to train and upload
+
+
+def is_noisy(metrics: Mapping[str, Any]) -> bool:
+    """Whether a client's reply metrics say it trains on noisy labels (``noise-rate`` > 0)."""
+    return float(metrics.get(NOISE_RATE, 0.0)) > 0
+
+
+def is_attacker(metrics: Mapping[str, Any]) -> bool:
+    """Whether a client's reply metrics say it attacks (``attacker`` set)."""
+    return bool(metrics.get(ATTACKER))
 
 
 def state_to_numpy(state: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:

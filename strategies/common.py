@@ -121,9 +121,8 @@ class RecordingMixin:
                     and wire.CLIENT_ID in m]
             self.recorder.add(
                 server_round,
-                attacker_clients=sorted(int(m[wire.CLIENT_ID]) for m in mets if m.get(wire.ATTACKER)),
-                noisy_clients=sorted(int(m[wire.CLIENT_ID]) for m in mets
-                                     if float(m.get(wire.NOISE_RATE, 0.0)) > 0))
+                attacker_clients=sorted(int(m[wire.CLIENT_ID]) for m in mets if wire.is_attacker(m)),
+                noisy_clients=sorted(int(m[wire.CLIENT_ID]) for m in mets if wire.is_noisy(m)))
         if flops[wire.DENSE_FLOPS] > 0:  # the work the clients did, accepted or not
             self.recorder.add(server_round, client_flops=flops[wire.TRAIN_FLOPS],
                               dense_client_flops=flops[wire.DENSE_FLOPS])

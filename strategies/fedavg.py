@@ -220,8 +220,8 @@ class DenseFedAvgCore(ValidatingStrategy):
             return None, None
         weights = [r.num_examples for r in ok]
         agg = weighted_average([r.payload for r in ok], weights)
-        bad = [r for r in ok if r.metrics.get(wire.ATTACKER)]
-        noisy = [r for r in ok if float(r.metrics.get(wire.NOISE_RATE, 0.0)) > 0]
+        bad = [r for r in ok if wire.is_attacker(r.metrics)]
+        noisy = [r for r in ok if wire.is_noisy(r.metrics)]
         recorder = getattr(self, "recorder", None)
         if recorder is not None:  # the data-size weight that attacking / noisy clients got
             recorder.add(server_round, attacker_clients=[r.client for r in bad],

@@ -340,8 +340,8 @@ class FedPruneCore(ValidatingStrategy):
         changes = {k: int((new_mask[k] & ~self.M[k]).sum()) for k in self.M}
         self.W = restore_residuals(agg, new_mask, self.residual_restoration)
         self.M = new_mask
-        noisy = [r.client for r in ok if float(r.metrics.get(wire.NOISE_RATE, 0.0)) > 0]
-        bad = [r.client for r in ok if r.metrics.get(wire.ATTACKER)]
+        noisy = [r.client for r in ok if wire.is_noisy(r.metrics)]
+        bad = [r.client for r in ok if wire.is_attacker(r.metrics)]
         self.recorder.add(  # type: ignore[attr-defined]
             server_round,
             density=self.density(),
