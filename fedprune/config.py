@@ -33,6 +33,12 @@ class ConfigError(ValueError):
     """A run-config key or value is wrong; the message says which and why."""
 
 
+# Keys whose default, when they were added, differs from what the runs written
+# before them did: a stored config (results.json, checkpoint) without the key ran
+# with this value, not with today's default.
+BEFORE_KEY: dict[str, Any] = {"cgsv-reference": "round"}
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Every run-config key of the app, with its default (kebab-case on the wire)."""
@@ -96,6 +102,8 @@ class RunConfig:
     cgsv_beta: float = 0.5
     cgsv_floor: float = 0.001
     cgsv_leave_one_out: bool = False
+    cgsv_reference: str = "trusted"
+    cgsv_history_beta: float = 0.5
     clip_updates: float = 2.0
     grown_average: str = "all"
     dynamic_topology: bool = True
@@ -138,6 +146,13 @@ class RunConfig:
         """Kebab-case key -> default value (the pyproject.toml table)."""
         base = cls()
         return {k: getattr(base, f.name) for k, f in cls.keys().items()}
+
+    @classmethod
+    def predated_defaults(cls) -> dict[str, Any]:
+        """:meth:`defaults`, except that a key added with a default that changes what
+        runs compute gives what the runs written before it ran with
+        (:data:`BEFORE_KEY`): the base for a stored config that lacks keys."""
+        return {**cls.defaults(), **BEFORE_KEY}
 
     @classmethod
     def from_mapping(
@@ -239,6 +254,9 @@ class RunConfig:
              "lambda-schedule", "must be cosine, linear, exponential or constant"),
             (0.0 <= self.cgsv_beta < 1.0, "cgsv-beta", "must be in [0, 1)"),
             (0.0 < self.cgsv_floor < 1.0, "cgsv-floor", "must be in (0, 1)"),
+            (self.cgsv_reference in ("round", "trusted"), "cgsv-reference",
+             "must be round or trusted"),
+            (0.0 <= self.cgsv_history_beta < 1.0, "cgsv-history-beta", "must be in [0, 1)"),
             (self.clip_updates >= 0, "clip-updates", "must be >= 0 (0 = off)"),
             (self.grown_average in ("holders", "all"), "grown-average", "must be 'holders' or 'all'"),
             (self.fedbt_mode in FEDBT_MODES, "fedbt-mode", f"must be one of {FEDBT_MODES}"),

@@ -83,6 +83,10 @@ class FedPruneCore(ValidatingStrategy):
     adaptive_density, adaptive_min : per-client sub-mask densities (module docstring):
         ``none``, ``budget`` or ``contribution``; the smallest factor of the global density
     cgsv_leave_one_out : score each client against the aggregate of the others
+    cgsv_reference, cgsv_history_beta : what CGSV scores against: ``round`` (the
+        round's aggregate) or ``trusted`` (the aggregate of the half of the round
+        most aligned with the running direction of the applied updates, smoothed
+        with cgsv_history_beta); see :mod:`fedprune.contribution`
     grown_average : how a position the clients received as 0 (grown this round) is
         averaged: ``holders`` (over the clients that grew it, as FedDST) or ``all``
         (the others vote 0 with their weight; see :func:`masked_average`)
@@ -118,6 +122,8 @@ class FedPruneCore(ValidatingStrategy):
         cgsv_leave_one_out: bool = False,
         clip_updates: float = 2.0,
         grown_average: str = "all",
+        cgsv_reference: str = "trusted",
+        cgsv_history_beta: float = 0.5,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -162,8 +168,9 @@ class FedPruneCore(ValidatingStrategy):
         self.dynamic_topology = dynamic_topology
         self.contribution_weighting = contribution_weighting
         self.residual_restoration = residual_restoration
-        self.contributions = ContributionState(beta=cgsv_beta, floor=cgsv_floor,
-                                               leave_one_out=cgsv_leave_one_out)
+        self.contributions = ContributionState(
+            beta=cgsv_beta, floor=cgsv_floor, leave_one_out=cgsv_leave_one_out,
+            reference=cgsv_reference, history_beta=cgsv_history_beta)
         self.clip_updates = clip_updates
         self.grown_average = grown_average
         self.dense_evaluate = dense_evaluate
@@ -200,9 +207,10 @@ class FedPruneCore(ValidatingStrategy):
         log(INFO, "\t├── DST: dynamic %s, alpha0 %.3f, every %d rounds until %d, at %.2f of "
             "local steps, growth %s", self.dynamic_topology, self.alpha0,
             self.readjust_interval, self.readjust_end, self.readjust_at, self.growth)
-        log(INFO, "\t└── CGSV: on %s, lambda0 %.2f (%s), beta %.2f; residuals %s",
-            self.contribution_weighting, self.lambda0, self.lambda_schedule,
-            self.contributions.beta, self.residual_restoration)
+        log(INFO, "\t└── CGSV: on %s, against the %s, lambda0 %.2f (%s), beta %.2f; "
+            "residuals %s", self.contribution_weighting, self.contributions.reference,
+            self.lambda0, self.lambda_schedule, self.contributions.beta,
+            self.residual_restoration)
 
     # -- round ---------------------------------------------------------------
     def configure_train(
@@ -357,6 +365,9 @@ class FedPruneCore(ValidatingStrategy):
             attacker_clients=bad,
             attacker_weight=float(sum(weights[c] for c in bad)),
             **({"clipped_clients": clipped} if self.clip_updates > 0 else {}),
+            # who built the CGSV reference (trusted reference, once there is a history)
+            **({"trusted_clients": list(self.contributions.last_trusted)}
+               if phis and self.contributions.reference == "trusted" else {}),
             lambda_t=lam,
             dst_moved=int(sum(int(r.metrics.get(wire.DST_MOVED, 0)) for r in ok)),
         )
@@ -418,14 +429,21 @@ class FedPruneCore(ValidatingStrategy):
         indices = [np.concatenate([flat + offsets[k] for k, (flat, _, _) in dl.items()])
                    for dl in deltas]
         values = [np.concatenate([d for _, _, d in dl.values()]) for dl in deltas]
-        phis = self.contributions.update_sparse(clients, indices, values, size, n)
         lam = tradeoff(server_round, self.num_rounds, self.lambda0, self.lambda_schedule)
-        return self.contributions.weights(clients, n, lam), phis, lam
+        if self.contributions.has_reference:
+            phis = self.contributions.update_sparse(clients, indices, values, size, n)
+            weights = self.contributions.weights(clients, n, lam)
+        else:  # nothing to score against yet (trusted reference, first round)
+            phis, weights = {}, data_size_weights(clients, n)
+        self.contributions.observe(indices, values, [weights[c] for c in clients], size)
+        return weights, phis, lam
 
     # -- checkpoints -------------------------------------------------------------
     def extra_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """Dense model W, global mask M and the contribution scores."""
-        return {**join("W", self.W), **join("M", self.M)}, {
+        """Dense model W, global mask M, the contribution scores (and CGSV history H)."""
+        h = self.contributions.history
+        return {**join("W", self.W), **join("M", self.M),
+                **({"H/history": h} if h is not None else {})}, {
             "contributions": self.contributions.to_dict()}
 
     def load_extra_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
@@ -439,6 +457,10 @@ class FedPruneCore(ValidatingStrategy):
         c = meta["contributions"]
         self.contributions.scores = {int(k): float(v) for k, v in c["scores"].items()}
         self.contributions.last_weight = {int(k): float(v) for k, v in c["last_weight"].items()}
+        h = split(arrays, "H").get("history")
+        if h is not None and h.size != sum(self.W[k].size for k in self._float_keys):
+            raise CheckpointError("checkpoint's CGSV history does not match this run's model")
+        self.contributions.history = None if h is None else h.astype(np.float64).reshape(-1)
 
     def round_metrics(self, server_round: int) -> dict[str, Any]:
         """Dense-model accuracy and loss (the restored large model W)."""

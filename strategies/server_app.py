@@ -74,7 +74,8 @@ def _fedprune(cfg: RunConfig, recorder: RoundRecorder, model: nn.Module,
         residual_restoration=cfg.residual_restoration,
         adaptive_density=cfg.adaptive_density, adaptive_min=cfg.adaptive_min,
         cgsv_leave_one_out=cfg.cgsv_leave_one_out, clip_updates=cfg.clip_updates,
-        grown_average=cfg.grown_average,
+        grown_average=cfg.grown_average, cgsv_reference=cfg.cgsv_reference,
+        cgsv_history_beta=cfg.cgsv_history_beta,
     )
     args.update(fixed)
     return strategy_cls(
@@ -206,8 +207,8 @@ def setup_checkpoints(cfg: RunConfig, strategy: Strategy, initial: ArrayRecord) 
         return initial
     arrays, meta = load_checkpoint(path)
     mine = {k: v for k, v in cfg.to_dict().items() if k != "resume"}
-    # keys added to fedprune after the checkpoint was written take their defaults there
-    theirs = {**RunConfig.defaults(), **meta.get("config", {})}
+    # keys added to fedprune after the checkpoint was written: what that run did
+    theirs = {**RunConfig.predated_defaults(), **meta.get("config", {})}
     theirs = {k: v for k, v in theirs.items() if k != "resume"}
     differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
     if differ:

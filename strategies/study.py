@@ -41,13 +41,21 @@ _NOT_COMPARED = frozenset({"results-dir", "data-dir", "download", "resume", "che
 # strategies/server_app.py: static-magnitude/-random pin dynamic-topology off).
 _SCHEDULE_KEYS = frozenset({"alpha0", "readjust-interval", "readjust-end", "readjust-at", "growth"})
 _MOVING_MASK = frozenset({"fedprune", "feddst", "fedbt-prune"})
+# The contribution-weighting keys, read only by the strategies that weight by CGSV
+# (FedDST and the static masks pin contribution-weighting off).
+_CGSV_KEYS = frozenset({"lambda0", "lambda-schedule", "cgsv-beta", "cgsv-floor",
+                        "cgsv-leave-one-out", "cgsv-reference", "cgsv-history-beta"})
+_CGSV = frozenset({"fedprune", "fedbt-prune"})
 
 
 def _unused(config: dict) -> frozenset[str]:
     """Keys the run described by ``config`` does not read (beyond :data:`_NOT_COMPARED`)."""
-    if config.get("strategy") in _MOVING_MASK and config.get("dynamic-topology", True):
-        return _NOT_COMPARED
-    return _NOT_COMPARED | _SCHEDULE_KEYS
+    out = _NOT_COMPARED
+    if not (config.get("strategy") in _MOVING_MASK and config.get("dynamic-topology", True)):
+        out |= _SCHEDULE_KEYS
+    if not (config.get("strategy") in _CGSV and config.get("contribution-weighting", True)):
+        out |= _CGSV_KEYS
+    return out
 
 
 def is_complete(results: Path, rounds: int) -> bool:
@@ -74,9 +82,10 @@ def config_drift(results: Path, job: Job) -> list[str]:
     """How the config recorded in ``results`` differs from what ``job`` would run now.
 
     Empty when they agree. A key the stored run predates counts only if the job
-    sets it away from its default (a new key's default keeps the old behaviour).
-    A changed default therefore makes every run that relied on it stale; the
-    mask-schedule keys are not compared for runs whose mask does not move.
+    sets it away from what runs did before the key (its default, or
+    :data:`fedprune.config.BEFORE_KEY`). A changed default therefore makes
+    every run that relied on it stale; the mask-schedule keys are not compared
+    for runs whose mask does not move, nor the CGSV keys for runs without CGSV.
     """
     from fedprune.config import RunConfig
 
@@ -84,7 +93,7 @@ def config_drift(results: Path, job: Job) -> list[str]:
         stored = json.loads(results.read_text())["config"]
     except (OSError, ValueError, KeyError, TypeError):
         return []
-    defaults = RunConfig.defaults()
+    defaults = RunConfig.predated_defaults()
     drift = []
     config = job_config(job)
     unused = _unused(config)

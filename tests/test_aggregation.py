@@ -70,7 +70,7 @@ def _masked_average_reference(states, masks, weights, previous, started_at_zero=
     for key in masks[0]:
         num = np.zeros(previous[key].shape)
         den = np.zeros(previous[key].shape)
-        for i, (s, m) in enumerate(zip(states, masks)):
+        for i, (s, m) in enumerate(zip(states, masks, strict=True)):
             num += np.where(m[key], p[i] * s[key].astype(np.float64), 0.0)
             den += p[i] * m[key]
             if started_at_zero is not None:
@@ -88,7 +88,7 @@ def test_masked_average_matches_its_definition_on_random_inputs(shared_sent_mask
     shapes = {"a": (7, 5), "b": (40,)}
     previous = {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
     sent = {k: rng.random(s) < 0.3 for k, s in shapes.items()}
-    for trial in range(5):
+    for _trial in range(5):
         k = 6
         weights = rng.random(k)
         weights[0] = 0.0  # a zero-weight client changes nothing

@@ -102,19 +102,33 @@ def test_a_checkpoint_from_before_a_new_config_key_resumes_with_its_default(tmp_
 
     base = {"strategy": "fedprune", "results-dir": str(tmp_path), "checkpoint-every": 1}
     old = RunConfig.from_mapping(base)
-    written = {k: v for k, v in old.to_dict().items() if k != "grown-average"}  # an older fedprune
+    written = {k: v for k, v in old.to_dict().items()  # an older fedprune
+               if k not in ("grown-average", "cgsv-reference")}
     s = build_strategy(old, RoundRecorder(str(tmp_path), written, 3),
                        model_from_config(old, (1, 28, 28), 10))
     s._latest = s.initial_arrays
     s.checkpoint_path = tmp_path / CHECKPOINT_FILE
     s.save_checkpoint(1)
-    cfg = RunConfig.from_mapping({**base, "resume": True})
+    # (the run predates cgsv-reference too, so it scored against the round: below)
+    cfg = RunConfig.from_mapping({**base, "resume": True, "cgsv-reference": "round"})
     fresh = build_strategy(cfg, RoundRecorder(str(tmp_path), cfg.to_dict(), 3),
                            model_from_config(cfg, (1, 28, 28), 10))
     setup_checkpoints(cfg, fresh, None)
     assert fresh.round_offset == 1
-    changed = RunConfig.from_mapping({**base, "resume": True, "grown-average": "holders"})
+    changed = RunConfig.from_mapping({**base, "resume": True, "grown-average": "holders",
+                                      "cgsv-reference": "round"})
     with pytest.raises(CheckpointError, match=r"different run: \['grown-average'\]"):
         setup_checkpoints(changed, build_strategy(
             changed, RoundRecorder(str(tmp_path), changed.to_dict(), 3),
             model_from_config(changed, (1, 28, 28), 10)), None)
+    # a key whose default changed behaviour when it was added: the old run did not use
+    # the new behaviour, whatever today's default is
+    for ref, ok in (("round", True), ("trusted", False)):
+        cfg = RunConfig.from_mapping({**base, "resume": True, "cgsv-reference": ref})
+        fresh = build_strategy(cfg, RoundRecorder(str(tmp_path), cfg.to_dict(), 3),
+                               model_from_config(cfg, (1, 28, 28), 10))
+        if ok:
+            setup_checkpoints(cfg, fresh, None)
+        else:
+            with pytest.raises(CheckpointError, match=r"\['cgsv-reference'\]"):
+                setup_checkpoints(cfg, fresh, None)

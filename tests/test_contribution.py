@@ -61,3 +61,59 @@ def test_leave_one_out_removes_the_self_term_that_lifts_unrelated_clients():
     s50 = np.ones(50, bool)
     phis = ContributionState(leave_one_out=True).update([0, 1, 2, 3], ups, [s50] * 4, [1] * 4)
     assert phis[3] < -0.5 and min(phis[c] for c in range(3)) > 0.5
+
+
+def _noisy_majority_round(rng, g, n_bad=6, n_good=4):
+    """Good clients follow g; a majority of bad ones share another direction b."""
+    b = rng.standard_normal(g.size)
+    ups = [g + 0.5 * rng.standard_normal(g.size) for _ in range(n_good)]
+    ups += [b + 0.5 * rng.standard_normal(g.size) for _ in range(n_bad)]
+    return ups
+
+
+def test_trusted_reference_is_built_by_the_clients_that_agree_with_past_updates():
+    # the failure of the round reference: when the clients pointing elsewhere are the
+    # majority of the round, the round's aggregate is their direction
+    rng = np.random.default_rng(3)
+    g = rng.standard_normal(400)
+    clients, support, n = list(range(10)), np.ones(400, bool), [50] * 10
+    ups = _noisy_majority_round(rng, g)
+    round_phis = ContributionState().update(clients, ups, [support] * 10, n)
+    assert min(round_phis[c] for c in range(4, 10)) > max(round_phis[c] for c in range(4))
+
+    st = ContributionState(reference="trusted")
+    # no history yet: nothing to score against, no score is set
+    assert st.update(clients, [g] * 10, [support] * 10, n) == {} and st.scores == {}
+    # the history only has to lean towards g: a weak, noisy past direction
+    past = [0.2 * g + rng.standard_normal(400) for _ in range(4)]
+    st.observe([np.arange(400)] * 4, past, [0.25] * 4, 400)
+    assert st.history is not None and np.linalg.norm(st.history) == pytest.approx(1.0)
+    assert 0.05 < float(st.history @ g / np.linalg.norm(g)) < 0.5
+    phis = st.update(clients, ups, [support] * 10, n)
+    assert set(st.last_trusted) >= {0, 1, 2, 3}  # the 4 good clients and one bad
+    assert max(phis[c] for c in range(4, 10)) < 0.5 < min(phis[c] for c in range(4))
+    w = st.weights(clients, n, lam=0.0)
+    assert sum(w[c] for c in range(4, 10)) < sum(w[c] for c in range(4)) / 2
+
+
+def test_history_is_a_smoothed_unit_direction():
+    s = ContributionState(reference="trusted", history_beta=0.5)
+    e0 = np.eye(3)[0]
+    s.observe([np.array([0])], [np.array([4.0])], [1.0], 3)
+    assert np.allclose(s.history, e0)
+    # g = sum_i p_i d_i / ||d_i||: a long update has no more say than a short one
+    s.observe([np.array([1]), np.array([2])], [np.array([10.0]), np.array([0.1])], [0.5, 0.5], 3)
+    g = (np.eye(3)[1] + np.eye(3)[2]) / np.sqrt(2)
+    assert np.allclose(s.history, (e0 + g) / np.linalg.norm(e0 + g))
+    before = s.history.copy()
+    s.observe([np.array([2])], [np.array([0.0])], [1.0], 3)  # a zero update changes nothing
+    assert np.array_equal(s.history, before)
+    with pytest.raises(ValueError, match="length"):
+        s.observe([np.array([0])], [np.array([1.0])], [1.0], 4)
+    round_ref = ContributionState()
+    round_ref.observe([np.array([0])], [np.array([1.0])], [1.0], 3)
+    assert round_ref.history is None  # the round reference keeps no history
+    with pytest.raises(ValueError, match="reference"):
+        ContributionState(reference="median")
+    with pytest.raises(ValueError, match="history_beta"):
+        ContributionState(reference="trusted", history_beta=1.0)

@@ -195,3 +195,26 @@ def test_no_clipping_below_the_bound():
     s.configure_train(1, ArrayRecord(), config(), grid)
     s.aggregate_train(1, [_client_reply(s, 100 + i, shift=0.1 + 0.01 * i) for i in range(3)])
     assert rec.rounds[1]["clipped_clients"] == []
+
+
+def test_trusted_reference_uses_data_size_first_then_scores_and_checkpoints():
+    s, rec, grid = _strategy(cgsv_reference="trusted")
+    s.configure_train(1, ArrayRecord(), config(), grid)
+    s.aggregate_train(1, [_client_reply(s, 100 + i, n=50 * (i + 1)) for i in range(3)])
+    # round 1: no history to score against -> data-size weights, no scores
+    weights = {c: v["weight"] for c, v in rec.rounds[1]["contributions"].items()}
+    assert weights == pytest.approx({"0": 1 / 6, "1": 2 / 6, "2": 3 / 6})
+    assert s.contributions.scores == {} and s.contributions.history is not None
+    s.configure_train(2, ArrayRecord(), config(), grid)
+    s.aggregate_train(2, [_client_reply(s, 100 + i) for i in range(3)])
+    assert set(s.contributions.scores) == {0, 1, 2}  # scored against round 1's update
+    assert all(v["phi"] is not None for v in rec.rounds[2]["contributions"].values())
+    assert len(rec.rounds[2]["trusted_clients"]) == 2 and "trusted_clients" not in rec.rounds[1]
+    arrays, meta = s.extra_state()
+    other, _, _ = _strategy(cgsv_reference="trusted")
+    other.load_extra_state(arrays, meta)
+    assert np.array_equal(other.contributions.history, s.contributions.history)
+    assert other.contributions.scores == s.contributions.scores
+    arrays["H/history"] = arrays["H/history"][:-1]
+    with pytest.raises(Exception, match="CGSV history"):
+        other.load_extra_state(arrays, meta)

@@ -162,6 +162,22 @@ def test_a_result_made_with_another_config_is_stale_and_rerun_only_when_asked(
     assert study.config_drift(res, static) == []
     res.write_text(json.dumps(_results(3, 3, config={**cfg, "alpha0": 0.9})))
     assert study.config_drift(res, jobs[key]) == [f"alpha0: 0.9 -> {cfg['alpha0']!r}"]
+    # nor the CGSV keys where nothing is weighted by CGSV
+    res.write_text(json.dumps(_results(3, 3, config={**study.job_config(fedavg),
+                                                      "cgsv-reference": "trusted"})))
+    assert study.config_drift(res, fedavg) == []
+    other = "round" if cfg["cgsv-reference"] == "trusted" else "trusted"
+    res.write_text(json.dumps(_results(3, 3, config={**cfg, "cgsv-reference": other})))
+    assert study.config_drift(res, jobs[key]) == [
+        f"cgsv-reference: {other!r} -> {cfg['cgsv-reference']!r}"]
+    # a run from before cgsv-reference existed scored against the round, whatever
+    # today's default is
+    before = {k: v for k, v in cfg.items() if k != "cgsv-reference"}
+    res.write_text(json.dumps(_results(3, 3, config=before)))
+    for ref, drift in (("round", []), ("trusted", ["cgsv-reference: (not recorded) -> 'trusted'"])):
+        job = dataclasses.replace(jobs[key], overrides={**jobs[key].overrides,
+                                                       "cgsv-reference": ref})
+        assert study.config_drift(res, job) == drift
 
     res.write_text(json.dumps(_results(3, 3, config={**cfg, "sparsity": 0.5})))
     only = ["--only", "demo/fedprune__sparsity=0.9__iid"]
