@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fedprune.contribution import REFERENCES as CGSV_REFERENCES
+
 DATA_DIR_ENV = "FEDPRUNE_DATA_DIR"
 
 NOISE_TYPES = ("none", "symmetric", "pairflip")
@@ -254,8 +256,8 @@ class RunConfig:
              "lambda-schedule", "must be cosine, linear, exponential or constant"),
             (0.0 <= self.cgsv_beta < 1.0, "cgsv-beta", "must be in [0, 1)"),
             (0.0 < self.cgsv_floor < 1.0, "cgsv-floor", "must be in (0, 1)"),
-            (self.cgsv_reference in ("round", "trusted"), "cgsv-reference",
-             "must be round or trusted"),
+            (self.cgsv_reference in CGSV_REFERENCES, "cgsv-reference",
+             f"must be one of {CGSV_REFERENCES}"),
             (0.0 <= self.cgsv_history_beta < 1.0, "cgsv-history-beta", "must be in [0, 1)"),
             (self.clip_updates >= 0, "clip-updates", "must be >= 0 (0 = off)"),
             (self.grown_average in ("holders", "all"), "grown-average", "must be 'holders' or 'all'"),

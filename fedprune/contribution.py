@@ -128,6 +128,11 @@ class ContributionState:
         """Whether this round's clients can be scored (false before the first history)."""
         return self.reference == "round" or self.history is not None
 
+    def _check_history(self, size: int) -> None:
+        if self.history is not None and self.history.size != size:
+            raise ValueError(f"update length {size} does not match the history's "
+                             f"{self.history.size}")
+
     def update(
         self,
         clients: Sequence[int],
@@ -169,9 +174,7 @@ class ContributionState:
         """
         if not clients or not self.has_reference:
             return {}
-        if self.history is not None and self.history.size != size:
-            raise ValueError(f"update length {size} does not match the history's "
-                             f"{self.history.size}")
+        self._check_history(size)
         units = []
         for v in values:
             v = np.asarray(v, np.float64)
@@ -229,10 +232,8 @@ class ContributionState:
         if n == 0.0 or not np.isfinite(n):
             return  # nothing (usable) applied: the direction stays as it was
         g /= n
+        self._check_history(size)
         if self.history is not None:
-            if self.history.size != size:
-                raise ValueError(f"update length {size} does not match the history's "
-                                 f"{self.history.size}")
             g = self.history_beta * self.history + (1.0 - self.history_beta) * g
             n = _norm(g)
             if n == 0.0:
