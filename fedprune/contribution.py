@@ -222,7 +222,8 @@ class ContributionState:
         in :meth:`update_sparse`, with the clients' aggregation weights."""
         if self.reference != "trusted" or not len(indices):
             return
-        g = np.zeros(size, dtype=np.float64)
+        self._check_history(size)  # before anything else: a wrong length is an error even
+        g = np.zeros(size, dtype=np.float64)  # in a round whose direction turns out zero
         for i, v, w in zip(indices, values, weights, strict=True):
             v = np.asarray(v, np.float64)
             n = _norm(v)
@@ -232,7 +233,6 @@ class ContributionState:
         if n == 0.0 or not np.isfinite(n):
             return  # nothing (usable) applied: the direction stays as it was
         g /= n
-        self._check_history(size)
         if self.history is not None:
             g = self.history_beta * self.history + (1.0 - self.history_beta) * g
             n = _norm(g)

@@ -110,6 +110,9 @@ def test_history_is_a_smoothed_unit_direction():
     assert np.array_equal(s.history, before)
     with pytest.raises(ValueError, match="length"):
         s.observe([np.array([0])], [np.array([1.0])], [1.0], 4)
+    with pytest.raises(ValueError, match="length"):  # even when the direction is zero
+        s.observe([np.array([0])], [np.array([0.0])], [1.0], 4)
+    assert np.array_equal(s.history, before)
     round_ref = ContributionState()
     round_ref.observe([np.array([0])], [np.array([1.0])], [1.0], 3)
     assert round_ref.history is None  # the round reference keeps no history
