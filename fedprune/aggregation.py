@@ -38,6 +38,9 @@ def masked_average(
     weights: Sequence[float],
     previous: Mapping[str, np.ndarray],
     started_at_zero: Sequence[Mapping[str, np.ndarray]] | None = None,
+    *,
+    zero_votes: bool = True,
+    residual_start: bool = False,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Mask-aware weighted average.
 
@@ -53,7 +56,16 @@ def masked_average(
     denominator. A position grown by one client then gets that client's
     value scaled by its weight share, not the whole value, so no single
     client decides the value (and, through top-|value| selection, the entry
-    into the global mask) of a position nobody else grew.
+    into the global mask) of a position nobody else grew. ``zero_votes=False``
+    keeps ``started_at_zero`` for ``residual_start`` only (no zero votes).
+
+    ``residual_start`` (needs ``started_at_zero``): a client that received a
+    position as 0 trained it from 0, but the server holds its residual
+    ``previous[j]``; its value counts as an update on top of the residual,
+    ``previous[j] + w_i[j]``, and a zero vote as ``previous[j]`` (no
+    change). A regrown weight thus resumes from its residual (DESIGN.md,
+    residual restoration) instead of restarting from 0. Positions every
+    holder received are unchanged by it.
 
     Returns
     -------
@@ -65,6 +77,8 @@ def masked_average(
     p = np.asarray(weights, dtype=np.float64)
     if len(p) != len(states) or np.any(p < 0) or p.sum() <= 0:
         raise ValueError(f"weights must be non-negative with a positive sum, got {weights}")
+    if residual_start and started_at_zero is None:
+        raise ValueError("residual_start needs started_at_zero (what each client received as 0)")
     masked = set(masks[0])
     dense_states = [{k: v for k, v in s.items() if k not in masked} for s in states]
     out = weighted_average(dense_states, p) if dense_states[0] else {}
@@ -74,9 +88,10 @@ def masked_average(
         num = np.zeros(int(np.prod(shape)), dtype=np.float64)
         den = np.zeros_like(num)
         held = np.zeros(num.shape, dtype=bool)
+        received = np.zeros_like(num) if residual_start else None  # weight of holders that got it
         # zero votes: sum_i w_i [started at 0] over all positions, per distinct array (the
         # clients sent one mask share one), minus the positions each client kept
-        zero_votes: dict[int, tuple[np.ndarray, float]] = {}
+        votes: dict[int, tuple[np.ndarray, float]] = {}
         for i, (wi, s, m) in enumerate(zip(p, states, masks, strict=True)):
             mi = np.asarray(m[key], dtype=bool).reshape(-1)
             idx = np.flatnonzero(mi)  # work on the client's support only
@@ -85,14 +100,21 @@ def masked_average(
             held[idx] = True
             if started_at_zero is not None:
                 z = np.asarray(started_at_zero[i][key], dtype=bool)
-                arr, w = zero_votes.get(id(z), (z, 0.0))
-                zero_votes[id(z)] = (arr, w + wi)
-                den[idx[z.reshape(-1)[idx]]] -= wi  # kept a position it got as 0: no zero vote
-        for z, w in zero_votes.values():
+                grown = z.reshape(-1)[idx]
+                if zero_votes:
+                    arr, w = votes.get(id(z), (z, 0.0))
+                    votes[id(z)] = (arr, w + wi)
+                    den[idx[grown]] -= wi  # kept a position it got as 0: no zero vote
+                if received is not None:
+                    received[idx[~grown]] += wi
+        for z, w in votes.values():
             den += w * z.reshape(-1)
         held &= den > 0
-        agg = np.asarray(previous[key], dtype=np.float64).reshape(-1).copy()
+        prev = np.asarray(previous[key], dtype=np.float64).reshape(-1)
+        agg = prev.copy()
         agg[held] = num[held] / den[held]
+        if received is not None:  # growers and zero votes start from the residual
+            agg[held] += prev[held] * (1.0 - received[held] / den[held])
         out[key] = agg.reshape(shape).astype(np.asarray(previous[key]).dtype)
         union[key] = held.reshape(shape)
     return out, union

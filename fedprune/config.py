@@ -108,6 +108,7 @@ class RunConfig:
     cgsv_history_beta: float = 0.5
     clip_updates: float = 2.0
     grown_average: str = "all"
+    grown_start: str = "zero"
     dynamic_topology: bool = True
     contribution_weighting: bool = True
     residual_restoration: bool = True
@@ -261,6 +262,7 @@ class RunConfig:
             (0.0 <= self.cgsv_history_beta < 1.0, "cgsv-history-beta", "must be in [0, 1)"),
             (self.clip_updates >= 0, "clip-updates", "must be >= 0 (0 = off)"),
             (self.grown_average in ("holders", "all"), "grown-average", "must be 'holders' or 'all'"),
+            (self.grown_start in ("zero", "residual"), "grown-start", "must be 'zero' or 'residual'"),
             (self.fedbt_mode in FEDBT_MODES, "fedbt-mode", f"must be one of {FEDBT_MODES}"),
             (self.fedbt_layers >= 0, "fedbt-layers", "must be >= 0 (0 = FedBT's default)"),
             (self.fedbt_top >= 0, "fedbt-top", "must be >= 0"),

@@ -57,6 +57,7 @@ from strategies.results import RoundRecorder
 
 ADAPTIVE = ("none", "budget", "contribution")
 GROWN_AVERAGE = ("holders", "all")
+GROWN_START = ("zero", "residual")
 DenseEvaluateFn = Callable[[Mapping[str, np.ndarray]], Mapping[str, float]]
 
 
@@ -90,6 +91,10 @@ class FedPruneCore(ValidatingStrategy):
     grown_average : how a position the clients received as 0 (grown this round) is
         averaged: ``holders`` (over the clients that grew it, as FedDST) or ``all``
         (the others vote 0 with their weight; see :func:`masked_average`)
+    grown_start : where a grown weight's value starts on the server: ``zero`` (the
+        clients' values replace the residual) or ``residual`` (they are updates on top
+        of it, so a regrown weight resumes from its residual; needs residual_restoration
+        to differ from ``zero``)
     clip_updates : c > 0 scales every update whose L2 norm exceeds c times the
         round's median update norm down to that bound (0 = off); an update is
         the client's values minus what it received, on its support
@@ -122,6 +127,7 @@ class FedPruneCore(ValidatingStrategy):
         cgsv_leave_one_out: bool = False,
         clip_updates: float = 2.0,
         grown_average: str = "all",
+        grown_start: str = "zero",
         cgsv_reference: str = "trusted",
         cgsv_history_beta: float = 0.5,
         **kwargs: Any,
@@ -137,6 +143,8 @@ class FedPruneCore(ValidatingStrategy):
             raise ValueError(f"adaptive density must be one of {ADAPTIVE}, got {adaptive_density!r}")
         if grown_average not in GROWN_AVERAGE:
             raise ValueError(f"grown_average must be one of {GROWN_AVERAGE}, got {grown_average!r}")
+        if grown_start not in GROWN_START:
+            raise ValueError(f"grown_start must be one of {GROWN_START}, got {grown_start!r}")
         if clip_updates < 0:
             raise ValueError(f"clip_updates must be >= 0 (0 = off), got {clip_updates}")
         if not 0.0 < adaptive_min <= 1.0:
@@ -173,6 +181,7 @@ class FedPruneCore(ValidatingStrategy):
             reference=cgsv_reference, history_beta=cgsv_history_beta)
         self.clip_updates = clip_updates
         self.grown_average = grown_average
+        self.grown_start = grown_start
         self.dense_evaluate = dense_evaluate
         self._float_keys = [k for k, v in self.W.items() if np.issubdtype(v.dtype, np.floating)]
         self.last_accepted: list[Reply] = []  # the replies aggregated in the last round
@@ -332,7 +341,8 @@ class FedPruneCore(ValidatingStrategy):
         states = [r.payload[0] for r in ok]
         weights, phis, lam = self._weights(server_round, deltas, clients, n)
         zeros = None
-        if self.grown_average == "all":  # one complement per distinct mask sent (shared)
+        if self.grown_average == "all" or self.grown_start == "residual":
+            # one complement per distinct mask sent (shared)
             inverted: dict[int, dict[str, np.ndarray]] = {}
             zeros = []
             for r in ok:
@@ -340,7 +350,9 @@ class FedPruneCore(ValidatingStrategy):
                 if id(sent) not in inverted:
                     inverted[id(sent)] = {k: ~m for k, m in sent.items()}
                 zeros.append(inverted[id(sent)])
-        agg, union = masked_average(states, masks, [weights[c] for c in clients], self.W, zeros)
+        agg, union = masked_average(states, masks, [weights[c] for c in clients], self.W, zeros,
+                                    zero_votes=self.grown_average == "all",
+                                    residual_start=self.grown_start == "residual")
         new_mask = (
             select_global_mask(agg, union, self.budgets, fallback=self.M)
             if self.dynamic_topology else self.M

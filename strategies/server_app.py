@@ -74,7 +74,8 @@ def _fedprune(cfg: RunConfig, recorder: RoundRecorder, model: nn.Module,
         residual_restoration=cfg.residual_restoration,
         adaptive_density=cfg.adaptive_density, adaptive_min=cfg.adaptive_min,
         cgsv_leave_one_out=cfg.cgsv_leave_one_out, clip_updates=cfg.clip_updates,
-        grown_average=cfg.grown_average, cgsv_reference=cfg.cgsv_reference,
+        grown_average=cfg.grown_average, grown_start=cfg.grown_start,
+        cgsv_reference=cfg.cgsv_reference,
         cgsv_history_beta=cfg.cgsv_history_beta,
     )
     args.update(fixed)
@@ -112,10 +113,11 @@ def _personal(cls: type, cfg: RunConfig, rec: RoundRecorder, model: nn.Module) -
 # data-size weights (no CGSV), pruned weights zeroed (no residuals), each position
 # averaged over the clients holding it (also grown ones) and no update clipping.
 _FEDDST = {"contribution_weighting": False, "residual_restoration": False,
-           "grown_average": "holders", "clip_updates": 0.0}
+           "grown_average": "holders", "grown_start": "zero", "clip_updates": 0.0}
 # Static sparse controls: a fixed mask, plain data-size weighted sparse FedAvg.
 _STATIC = {"dynamic_topology": False, "contribution_weighting": False,
-           "residual_restoration": False, "grown_average": "holders", "clip_updates": 0.0}
+           "residual_restoration": False, "grown_average": "holders", "grown_start": "zero",
+           "clip_updates": 0.0}
 
 STRATEGIES: dict[str, StrategyFactory] = {
     "fedavg": _fedavg,

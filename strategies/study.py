@@ -39,7 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 _NOT_COMPARED = frozenset({"results-dir", "data-dir", "download", "resume", "checkpoint-every"})
 # The mask-schedule keys, read only by the strategies whose mask moves (see
 # strategies/server_app.py: static-magnitude/-random pin dynamic-topology off).
-_SCHEDULE_KEYS = frozenset({"alpha0", "readjust-interval", "readjust-end", "readjust-at", "growth"})
+_SCHEDULE_KEYS = frozenset({"alpha0", "readjust-interval", "readjust-end", "readjust-at", "growth",
+                            "grown-start"})
 _MOVING_MASK = frozenset({"fedprune", "feddst", "fedbt-prune"})
 # The contribution-weighting keys, read only by the strategies that weight by CGSV
 # (FedDST and the static masks pin contribution-weighting off).

@@ -56,6 +56,27 @@ def test_grown_positions_averaged_over_all_clients_shrink_a_lone_grower():
     assert list(union["w"]) == [True, True, True, False]
 
 
+def test_residual_start_adds_the_residual_to_grown_positions_only():
+    prev = {"w": np.array([1.0, 1.0, 5.0, 7.0], np.float32)}
+    sent = np.array([True, True, False, False])
+    a = {"w": np.array([2.0, 0.0, 4.0, 0.0], np.float32)}  # grew 2 (from 0 to 4)
+    b = {"w": np.array([4.0, 3.0, 0.0, 0.0], np.float32)}
+    ma, mb = {"w": np.array([1, 0, 1, 0], bool)}, {"w": np.array([1, 1, 0, 0], bool)}
+    z = [{"w": ~sent}, {"w": ~sent}]
+    zero, _ = masked_average([a, b], [ma, mb], [0.25, 0.75], prev, z)
+    res, _ = masked_average([a, b], [ma, mb], [0.25, 0.75], prev, z, residual_start=True)
+    # grown position: a's update 4 with weight 0.25, b's zero vote (no update) 0.75
+    assert zero["w"][2] == pytest.approx(0.25 * 4.0)
+    assert res["w"][2] == pytest.approx(5.0 + 0.25 * 4.0)
+    holders, _ = masked_average([a, b], [ma, mb], [0.25, 0.75], prev, z, zero_votes=False,
+                                residual_start=True)
+    assert holders["w"][2] == pytest.approx(5.0 + 4.0)  # only the grower counts
+    # received and untouched positions are the same either way
+    assert res["w"][[0, 1, 3]].tolist() == zero["w"][[0, 1, 3]].tolist() == [3.5, 3.0, 7.0]
+    with pytest.raises(ValueError, match="started_at_zero"):
+        masked_average([a, b], [ma, mb], [0.25, 0.75], prev, residual_start=True)
+
+
 def test_weighted_average_keeps_0d_buffers_as_arrays():
     from fedprune.aggregation import weighted_average
 
@@ -63,18 +84,26 @@ def test_weighted_average_keeps_0d_buffers_as_arrays():
     assert isinstance(out["n"], np.ndarray) and out["n"].shape == () and int(out["n"]) == 5
 
 
-def _masked_average_reference(states, masks, weights, previous, started_at_zero=None):
-    """The definition, position by position, in plain dense NumPy."""
+def _masked_average_reference(states, masks, weights, previous, started_at_zero=None,
+                              zero_votes=True, residual_start=False):
+    """The definition, position by position, in plain dense NumPy: with residual_start a
+    client that got a position as 0 contributes ``previous + its value`` there (its
+    update on top of the residual) and a zero vote ``previous`` (no update)."""
     p = np.asarray(weights, dtype=np.float64)
     out, union = {}, {}
     for key in masks[0]:
         num = np.zeros(previous[key].shape)
         den = np.zeros(previous[key].shape)
+        base = previous[key].astype(np.float64) if residual_start else 0.0
         for i, (s, m) in enumerate(zip(states, masks, strict=True)):
-            num += np.where(m[key], p[i] * s[key].astype(np.float64), 0.0)
+            z = started_at_zero[i][key] if started_at_zero is not None else False
+            value = s[key].astype(np.float64) + np.where(z, base, 0.0)
+            num += np.where(m[key], p[i] * value, 0.0)
             den += p[i] * m[key]
-            if started_at_zero is not None:
-                den += p[i] * (started_at_zero[i][key] & ~m[key])
+            if started_at_zero is not None and zero_votes:
+                vote = z & ~m[key]
+                den += p[i] * vote
+                num += np.where(vote, p[i] * base, 0.0)
         held = np.logical_or.reduce([m[key] for m in masks]) & (den > 0)
         agg = previous[key].astype(np.float64).copy()
         agg[held] = num[held] / den[held]
@@ -104,9 +133,12 @@ def test_masked_average_matches_its_definition_on_random_inputs(shared_sent_mask
             zeros = [z] * k  # one object, as the strategy passes it
         states = [{n: rng.standard_normal(s).astype(np.float32) for n, s in shapes.items()}
                   for _ in range(k)]
-        for saz in (None, zeros):
-            got, got_union = masked_average(states, masks, weights, previous, saz)
-            want, want_union = _masked_average_reference(states, masks, weights, previous, saz)
+        for saz, votes, resume in ((None, True, False), (zeros, True, False),
+                                   (zeros, True, True), (zeros, False, True)):
+            got, got_union = masked_average(states, masks, weights, previous, saz,
+                                            zero_votes=votes, residual_start=resume)
+            want, want_union = _masked_average_reference(states, masks, weights, previous, saz,
+                                                         votes, resume)
             for n in shapes:
                 assert np.array_equal(got_union[n], want_union[n])
                 np.testing.assert_allclose(got[n], want[n], rtol=1e-6, atol=1e-7)

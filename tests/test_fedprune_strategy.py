@@ -218,3 +218,38 @@ def test_trusted_reference_uses_data_size_first_then_scores_and_checkpoints():
     arrays["H/history"] = arrays["H/history"][:-1]
     with pytest.raises(Exception, match="CGSV history"):
         other.load_extra_state(arrays, meta)
+
+
+@pytest.mark.parametrize("grown_start", ["zero", "residual"])
+def test_a_grown_weight_replaces_or_resumes_from_its_residual(grown_start):
+    # every client grows the same pruned position j (it trained it from 0 to 0.5); with
+    # grown-start "residual" the server adds that to j's residual, with "zero" it replaces it
+    s, rec, grid = _strategy(grown_start=grown_start)
+    s.configure_train(1, ArrayRecord(), config(), grid)
+    j = tuple(np.argwhere(~s.M["0.weight"])[0])
+    d = tuple(np.argwhere(s.M["0.weight"])[0])
+    residual = float(s.W["0.weight"][j])
+    assert residual != 0.0
+    replies = []
+    for i in range(3):
+        state = {k: np.asarray(v).copy() for k, v in s.sparse_state().items()}
+        masks = {k: m.copy() for k, m in s.M.items()}
+        masks["0.weight"][j] = True  # grow j, drop d: the client keeps its budget
+        masks["0.weight"][d] = False
+        state["0.weight"][j], state["0.weight"][d] = 0.5, 0.0
+        replies.append(reply(100 + i, codec.encode_state(state, masks),
+                             {wire.NUM_EXAMPLES: 50, wire.TRAIN_LOSS: 1.0}))
+    before = {k: v.copy() for k, v in s.W.items()}
+    s.aggregate_train(1, replies)
+    assert len(s.last_accepted) == 3
+    want = residual + 0.5 if grown_start == "residual" else 0.5
+    assert s.W["0.weight"][j] == pytest.approx(want, abs=1e-6)
+    held = s.M["0.weight"].copy()
+    held[j] = held[d] = False
+    # the received positions are unchanged by the setting (no client moved them)
+    np.testing.assert_allclose(s.W["0.weight"][held], before["0.weight"][held], atol=1e-6)
+
+
+def test_unknown_grown_start_is_rejected():
+    with pytest.raises(ValueError, match="grown_start"):
+        _strategy(grown_start="random")

@@ -310,3 +310,17 @@ def test_rounds_are_grouped_by_the_share_of_noisy_clients():
     assert "| 2, -0.100, 0.60 -> 0.60 |" in table[2] and "| 1, +0.400 |" in table[2]
     clean = [{**r, "noisy_clients": []} for r in rows]
     assert share_table("n", [Run("n", "fedavg__x", 0, {"rounds": clean})]) is None
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted((study.ROOT / "conf" / "study").glob("*.yaml")),
+    ids=lambda p: p.stem,
+)
+def test_every_shipped_study_file_is_valid_and_writes_to_its_own_folder(path):
+    # load_study validates every job's configuration (unknown keys, bad values), so a
+    # typo in a shipped study file fails here rather than after an hour of runs
+    jobs = load_study(path)
+    assert jobs, path
+    assert {j.study for j in jobs} == {path.stem}  # results land in runs/<file stem>/
+    assert len({j.key for j in jobs}) == len(jobs)  # no two jobs share a results folder
