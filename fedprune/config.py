@@ -101,6 +101,7 @@ class RunConfig:
     growth: str = "gradient"
     lambda0: float = 0.5
     lambda_schedule: str = "cosine"
+    lambda_min: float = 0.0
     cgsv_beta: float = 0.5
     cgsv_floor: float = 0.001
     cgsv_leave_one_out: bool = False
@@ -255,6 +256,8 @@ class RunConfig:
             (0.0 <= self.lambda0 <= 1.0, "lambda0", "must be in [0, 1]"),
             (self.lambda_schedule in ("cosine", "linear", "exponential", "constant"),
              "lambda-schedule", "must be cosine, linear, exponential or constant"),
+            (0.0 <= self.lambda_min <= self.lambda0, "lambda-min",
+             f"must be in [0, lambda0 = {self.lambda0}]"),
             (0.0 <= self.cgsv_beta < 1.0, "cgsv-beta", "must be in [0, 1)"),
             (0.0 < self.cgsv_floor < 1.0, "cgsv-floor", "must be in (0, 1)"),
             (self.cgsv_reference in CGSV_REFERENCES, "cgsv-reference",

@@ -15,7 +15,8 @@ and the aggregation weights blend data size and contribution:
 
     p_i = lambda_t * n_i / sum_j n_j + (1 - lambda_t) * r_i / sum_j r_j
 
-with ``lambda_t`` decaying from ``lambda0`` (schedules in :func:`tradeoff`).
+with ``lambda_t`` decaying from ``lambda0`` towards ``lambda_min`` (0 by default;
+schedules in :func:`tradeoff`).
 A client whose update points against the others gets phi_i < 0, its score
 sinks to the floor, and its weight shrinks as lambda_t decays.
 
@@ -55,23 +56,31 @@ SCHEDULES = ("cosine", "linear", "exponential", "constant")
 REFERENCES = ("round", "trusted")
 
 
-def tradeoff(t: int, total: int, lambda0: float, schedule: str = "cosine") -> float:
+def tradeoff(
+    t: int, total: int, lambda0: float, schedule: str = "cosine", lambda_min: float = 0.0
+) -> float:
     """lambda_t for round ``t`` of ``total`` (t = 1 .. total).
 
-    cosine: ``lambda0/2 * (1 + cos(pi * t/T))``; linear: ``lambda0 * (1 - t/T)``;
-    exponential: ``lambda0 * 0.01 ** (t/T)`` (1% of lambda0 at the end);
-    constant: ``lambda0``.
+    ``lambda_min + (lambda0 - lambda_min) * f(t/T)``: lambda_t decays from
+    ``lambda0`` towards the floor ``lambda_min`` (0 by default, where the last
+    rounds weight by contribution alone), with ``f`` by schedule: cosine
+    ``(1 + cos(pi * t/T)) / 2``; linear ``1 - t/T``; exponential ``0.01 ** (t/T)``
+    (1% of the way left at the end); constant ``1`` (lambda_t = lambda0).
     """
+    if not 0.0 <= lambda_min <= lambda0:
+        raise ValueError(f"lambda_min must be in [0, lambda0 = {lambda0}], got {lambda_min}")
     frac = min(max(t / max(total, 1), 0.0), 1.0)
     if schedule == "cosine":
-        return lambda0 / 2.0 * (1.0 + math.cos(math.pi * frac))
-    if schedule == "linear":
-        return lambda0 * (1.0 - frac)
-    if schedule == "exponential":
-        return lambda0 * 0.01**frac
-    if schedule == "constant":
-        return lambda0
-    raise ValueError(f"unknown lambda schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
+        f = (1.0 + math.cos(math.pi * frac)) / 2.0
+    elif schedule == "linear":
+        f = 1.0 - frac
+    elif schedule == "exponential":
+        f = 0.01**frac
+    elif schedule == "constant":
+        f = 1.0
+    else:
+        raise ValueError(f"unknown lambda schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
+    return lambda_min + (lambda0 - lambda_min) * f
 
 
 def cosine_on_support(u_i: np.ndarray, u: np.ndarray, support: np.ndarray) -> float:
@@ -95,7 +104,9 @@ def _cos(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _has_repeats(i: np.ndarray) -> bool:
-    return i.size > 1 and bool(np.any(np.diff(np.sort(i)) == 0))
+    if i.size < 2 or bool(np.all(i[1:] > i[:-1])):  # strictly increasing (the usual,
+        return False  # flatnonzero-built case): no sort needed
+    return bool(np.any(np.diff(np.sort(i)) == 0))
 
 
 @dataclass

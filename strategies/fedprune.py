@@ -76,7 +76,8 @@ class FedPruneCore(ValidatingStrategy):
         readjustment rounds t % interval == 0, t <= readjust_end; 0 = 3/4 of
         num_rounds); readjust_at is the fraction of local steps after which
         clients readjust; growth ``gradient`` (RigL) or ``random`` (SET)
-    lambda0, lambda_schedule : trade-off between data size and contribution
+    lambda0, lambda_schedule, lambda_min : trade-off between data size and contribution:
+        lambda_t decays from lambda0 towards the floor lambda_min by the schedule
     cgsv_beta, cgsv_floor : CGSV moving-average factor and floor
     dynamic_topology, contribution_weighting, residual_restoration : ablation switches
     initial_mask : ``magnitude`` (largest initial weights) or ``random`` (seeded)
@@ -115,6 +116,7 @@ class FedPruneCore(ValidatingStrategy):
         growth: str = "gradient",
         lambda0: float = 0.5,
         lambda_schedule: str = "cosine",
+        lambda_min: float = 0.0,
         cgsv_beta: float = 0.5,
         cgsv_floor: float = 1e-3,
         dynamic_topology: bool = True,
@@ -149,7 +151,7 @@ class FedPruneCore(ValidatingStrategy):
             raise ValueError(f"clip_updates must be >= 0 (0 = off), got {clip_updates}")
         if not 0.0 < adaptive_min <= 1.0:
             raise ValueError(f"adaptive_min must be in (0, 1], got {adaptive_min}")
-        tradeoff(1, num_rounds, lambda0, lambda_schedule)  # validates the schedule name
+        tradeoff(1, num_rounds, lambda0, lambda_schedule, lambda_min)  # validates schedule, floor
         self.W = {k: np.array(v, copy=True) for k, v in initial_state.items()}
         self.prunable = [k for k in initial_state if k in set(prunable)]
         if not self.prunable:
@@ -173,6 +175,7 @@ class FedPruneCore(ValidatingStrategy):
         self.growth = growth
         self.lambda0 = lambda0
         self.lambda_schedule = lambda_schedule
+        self.lambda_min = lambda_min
         self.dynamic_topology = dynamic_topology
         self.contribution_weighting = contribution_weighting
         self.residual_restoration = residual_restoration
@@ -216,9 +219,9 @@ class FedPruneCore(ValidatingStrategy):
         log(INFO, "\t├── DST: dynamic %s, alpha0 %.3f, every %d rounds until %d, at %.2f of "
             "local steps, growth %s", self.dynamic_topology, self.alpha0,
             self.readjust_interval, self.readjust_end, self.readjust_at, self.growth)
-        log(INFO, "\t└── CGSV: on %s, against the %s, lambda0 %.2f (%s), beta %.2f; "
+        log(INFO, "\t└── CGSV: on %s, against the %s, lambda0 %.2f (%s to %.2f), beta %.2f; "
             "residuals %s", self.contribution_weighting, self.contributions.reference,
-            self.lambda0, self.lambda_schedule, self.contributions.beta,
+            self.lambda0, self.lambda_schedule, self.lambda_min, self.contributions.beta,
             self.residual_restoration)
 
     # -- round ---------------------------------------------------------------
@@ -301,9 +304,10 @@ class FedPruneCore(ValidatingStrategy):
             )
         budgets = self.budget_for(node)
         for k, m in masks.items():
-            if int(m.sum()) > budgets[k]:
+            kept = int(np.count_nonzero(m))
+            if kept > budgets[k]:
                 raise wire.InvalidUpdate(
-                    f"{k}: {int(m.sum())} kept weights exceed the layer budget {budgets[k]}"
+                    f"{k}: {kept} kept weights exceed the layer budget {budgets[k]}"
                 )
         for k, v in state.items():
             if k in masks:
@@ -441,7 +445,8 @@ class FedPruneCore(ValidatingStrategy):
         indices = [np.concatenate([flat + offsets[k] for k, (flat, _, _) in dl.items()])
                    for dl in deltas]
         values = [np.concatenate([d for _, _, d in dl.values()]) for dl in deltas]
-        lam = tradeoff(server_round, self.num_rounds, self.lambda0, self.lambda_schedule)
+        lam = tradeoff(server_round, self.num_rounds, self.lambda0, self.lambda_schedule,
+                       self.lambda_min)
         if self.contributions.has_reference:
             phis = self.contributions.update_sparse(clients, indices, values, size, n)
             weights = self.contributions.weights(clients, n, lam)

@@ -44,7 +44,7 @@ _SCHEDULE_KEYS = frozenset({"alpha0", "readjust-interval", "readjust-end", "read
 _MOVING_MASK = frozenset({"fedprune", "feddst", "fedbt-prune"})
 # The contribution-weighting keys, read only by the strategies that weight by CGSV
 # (FedDST and the static masks pin contribution-weighting off).
-_CGSV_KEYS = frozenset({"lambda0", "lambda-schedule", "cgsv-beta", "cgsv-floor",
+_CGSV_KEYS = frozenset({"lambda0", "lambda-schedule", "lambda-min", "cgsv-beta", "cgsv-floor",
                         "cgsv-leave-one-out", "cgsv-reference", "cgsv-history-beta"})
 _CGSV = frozenset({"fedprune", "fedbt-prune"})
 

@@ -5,6 +5,7 @@ from fedprune.codec import (
     CodecError,
     Encoded,
     decode,
+    decode_positions,
     decode_state,
     encode,
     encode_state,
@@ -26,6 +27,27 @@ def test_round_trip_is_bit_exact(density, shape):
     assert np.array_equal(mask, m)
     assert out.dtype == np.float32 and np.array_equal(out.view(np.uint32), np.where(m, w, 0).view(np.uint32))
     assert enc.nbytes == enc.values.nbytes + enc.mask.nbytes == 4 * int(m.sum()) + len(enc.mask)
+
+
+@pytest.mark.parametrize("density", [1e-4, 0.003, 0.05, 0.3, 0.7, 1.0])
+def test_positions_are_the_sorted_kept_indices_for_every_mask_kind(density):
+    # wide gaps (density 1e-4 over 10^6 positions: rice parameter b above 8) to dense bitmaps
+    rng = np.random.default_rng(int(density * 1e4))
+    n = 1_000_000
+    m = rng.random(n) < density
+    enc = encode(rng.standard_normal(n).astype(np.float32), m)
+    pos = decode_positions(enc.mask, int(m.sum()), n)
+    assert pos.dtype == np.int64 and np.array_equal(pos, np.flatnonzero(m))
+    if density == 1e-4:
+        assert enc.kind == "rice" and enc.mask[1] > 8
+
+
+def test_bitmap_with_the_wrong_count_is_refused():
+    m = np.arange(64) % 2 == 0
+    enc = encode(np.ones(64, np.float32), m)
+    assert enc.kind == "bitmap"
+    with pytest.raises(CodecError, match="keeps 32 positions but 31"):
+        decode_positions(enc.mask, 31, 64)
 
 
 def test_extreme_masks_cost_no_mask_bytes_and_rice_beats_bitmap_when_sparse():

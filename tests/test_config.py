@@ -32,6 +32,8 @@ def test_types_and_ranges_are_checked():
         RunConfig.from_mapping({"noise-type": "gaussian"})
     with pytest.raises(ConfigError, match="'grown-start' must be 'zero' or 'residual'"):
         RunConfig.from_mapping({"grown-start": "random"})
+    with pytest.raises(ConfigError, match="'lambda-min' must be in \\[0, lambda0 = 0.5\\]"):
+        RunConfig.from_mapping({"lambda-min": 0.7})
     cfg = RunConfig.from_mapping({"lr": 1, "num-server-rounds": 3.0})
     assert cfg.lr == 1.0 and isinstance(cfg.lr, float) and cfg.num_server_rounds == 3
 

@@ -46,6 +46,20 @@ def test_tradeoff_decays_from_lambda0(schedule):
         tradeoff(1, 20, 0.8, "step")
 
 
+@pytest.mark.parametrize("schedule", ["cosine", "linear", "exponential", "constant"])
+def test_tradeoff_decays_to_its_floor(schedule):
+    vals = [tradeoff(t, 20, 0.9, schedule, lambda_min=0.3) for t in range(0, 21)]
+    assert vals[0] == pytest.approx(0.9) and all(a >= b for a, b in zip(vals, vals[1:], strict=False))
+    assert min(vals) >= 0.3
+    if schedule in ("cosine", "linear"):
+        assert vals[-1] == pytest.approx(0.3)
+    # halfway along, the floor shifts the no-floor value by lambda_min * (1 - f)
+    f = tradeoff(10, 20, 1.0, schedule)
+    assert tradeoff(10, 20, 0.9, schedule, 0.3) == pytest.approx(0.3 + 0.6 * f)
+    with pytest.raises(ValueError, match="lambda_min"):
+        tradeoff(1, 20, 0.5, schedule, lambda_min=0.6)
+
+
 def test_leave_one_out_removes_the_self_term_that_lifts_unrelated_clients():
     # ten mutually orthogonal updates: each one's only overlap with the full aggregate
     # is its own share, so plain CGSV scores them all positive; leave-one-out scores 0
@@ -120,3 +134,20 @@ def test_history_is_a_smoothed_unit_direction():
         ContributionState(reference="median")
     with pytest.raises(ValueError, match="history_beta"):
         ContributionState(reference="trusted", history_beta=1.0)
+
+
+def test_sparse_supports_in_any_order_but_never_with_repeats():
+    rng = np.random.default_rng(3)
+    idx = [np.sort(rng.choice(50, 20, replace=False)) for _ in range(3)]
+    vals = [rng.standard_normal(20) for _ in range(3)]
+    ref = ContributionState().update_sparse([0, 1, 2], idx, vals, 50, [1, 1, 1])
+    # the same supports listed out of order (with their values permuted alike)
+    perms = [rng.permutation(20) for _ in range(3)]
+    shuffled = ContributionState().update_sparse(
+        [0, 1, 2], [i[p] for i, p in zip(idx, perms, strict=True)],
+        [v[p] for v, p in zip(vals, perms, strict=True)],
+        50, [1, 1, 1])
+    assert shuffled == pytest.approx(ref)
+    for bad in (np.array([1, 2, 2, 7]), np.array([7, 2, 9, 2])):  # sorted and unsorted repeats
+        with pytest.raises(ValueError, match="unique"):
+            ContributionState().update_sparse([0], [bad], [np.ones(4)], 50, [1])

@@ -253,3 +253,15 @@ def test_a_grown_weight_replaces_or_resumes_from_its_residual(grown_start):
 def test_unknown_grown_start_is_rejected():
     with pytest.raises(ValueError, match="grown_start"):
         _strategy(grown_start="random")
+
+
+def test_lambda_t_decays_to_the_floor_and_a_bad_floor_is_rejected():
+    s, rec, grid = _strategy(lambda0=0.8, lambda_min=0.4, lambda_schedule="linear",
+                             cgsv_reference="round")
+    for t in (1, 10):
+        s.configure_train(t, ArrayRecord(), config(), grid)
+        s.aggregate_train(t, [_client_reply(s, 100 + i) for i in range(3)])
+    assert rec.rounds[1]["lambda_t"] == pytest.approx(0.4 + 0.4 * 0.9)
+    assert rec.rounds[10]["lambda_t"] == pytest.approx(0.4)  # the last round: at the floor
+    with pytest.raises(ValueError, match="lambda_min"):
+        _strategy(lambda0=0.3, lambda_min=0.5)
