@@ -175,12 +175,16 @@ def decode_positions(enc_mask: np.ndarray, k: int, n: int) -> np.ndarray:
     return pos
 
 
+def _mask_at(pos: np.ndarray, n: int, shape: tuple[int, ...]) -> np.ndarray:
+    flat = np.zeros(n, bool)
+    flat[pos] = True
+    return flat.reshape(shape)
+
+
 def decode_mask(enc_mask: np.ndarray, k: int, shape: tuple[int, ...]) -> np.ndarray:
     """The boolean mask of ``shape`` with ``k`` kept positions, from its encoding."""
     n = int(np.prod(shape, dtype=np.int64))
-    flat = np.zeros(n, bool)
-    flat[decode_positions(enc_mask, k, n)] = True
-    return flat.reshape(shape)
+    return _mask_at(decode_positions(enc_mask, k, n), n, shape)
 
 
 def _value_dtype(name: str) -> type:
@@ -198,9 +202,7 @@ def decode(enc: Encoded, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray
     pos = decode_positions(enc.mask, len(values), n)
     out = np.zeros(n, np.float32)
     out[pos] = values  # by position: an order of magnitude faster than by boolean mask
-    mask = np.zeros(n, bool)
-    mask[pos] = True
-    return out.reshape(shape), mask.reshape(shape)
+    return out.reshape(shape), _mask_at(pos, n, shape)
 
 
 def information_bound_bits(n: int, k: int) -> float:
