@@ -108,6 +108,7 @@ class RunConfig:
     cgsv_reference: str = "trusted"
     cgsv_history_beta: float = 0.5
     clip_updates: float = 2.0
+    clip_window: int = 1
     grown_average: str = "all"
     grown_start: str = "zero"
     dynamic_topology: bool = True
@@ -264,6 +265,7 @@ class RunConfig:
              f"must be one of {CGSV_REFERENCES}"),
             (0.0 <= self.cgsv_history_beta < 1.0, "cgsv-history-beta", "must be in [0, 1)"),
             (self.clip_updates >= 0, "clip-updates", "must be >= 0 (0 = off)"),
+            (self.clip_window >= 1, "clip-window", "must be >= 1 (1 = this round only)"),
             (self.grown_average in ("holders", "all"), "grown-average", "must be 'holders' or 'all'"),
             (self.grown_start in ("zero", "residual"), "grown-start", "must be 'zero' or 'residual'"),
             (self.fedbt_mode in FEDBT_MODES, "fedbt-mode", f"must be one of {FEDBT_MODES}"),

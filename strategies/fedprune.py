@@ -99,6 +99,9 @@ class FedPruneCore(ValidatingStrategy):
     clip_updates : c > 0 scales every update whose L2 norm exceeds c times the
         round's median update norm down to that bound (0 = off); an update is
         the client's values minus what it received, on its support
+    clip_window : the median is taken over the raw update norms of this many rounds
+        (this one and the ones before it). 1 = this round only; with more, attackers
+        who are half of one round cannot move the bound, as they can at 1
     """
 
     def __init__(
@@ -128,6 +131,7 @@ class FedPruneCore(ValidatingStrategy):
         adaptive_min: float = 0.25,
         cgsv_leave_one_out: bool = False,
         clip_updates: float = 2.0,
+        clip_window: int = 1,
         grown_average: str = "all",
         grown_start: str = "zero",
         cgsv_reference: str = "trusted",
@@ -149,6 +153,8 @@ class FedPruneCore(ValidatingStrategy):
             raise ValueError(f"grown_start must be one of {GROWN_START}, got {grown_start!r}")
         if clip_updates < 0:
             raise ValueError(f"clip_updates must be >= 0 (0 = off), got {clip_updates}")
+        if clip_window < 1:
+            raise ValueError(f"clip_window must be >= 1, got {clip_window}")
         if not 0.0 < adaptive_min <= 1.0:
             raise ValueError(f"adaptive_min must be in (0, 1], got {adaptive_min}")
         tradeoff(1, num_rounds, lambda0, lambda_schedule, lambda_min)  # validates schedule, floor
@@ -183,6 +189,8 @@ class FedPruneCore(ValidatingStrategy):
             beta=cgsv_beta, floor=cgsv_floor, leave_one_out=cgsv_leave_one_out,
             reference=cgsv_reference, history_beta=cgsv_history_beta)
         self.clip_updates = clip_updates
+        self.clip_window = clip_window
+        self._clip_norms: list[list[float]] = []  # raw update norms of the last rounds
         self.grown_average = grown_average
         self.grown_start = grown_start
         self.dense_evaluate = dense_evaluate
@@ -411,11 +419,16 @@ class FedPruneCore(ValidatingStrategy):
     def _clip(
         self, ok: list[Reply], deltas: list[dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]]
     ) -> tuple[list[dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]], list[int]]:
-        """Scale updates above ``clip_updates`` x the median norm down to it, in the
-        replies' states too; return the new deltas and the clients clipped."""
+        """Scale updates above ``clip_updates`` x the median norm (over ``clip_window``
+        rounds) down to it, in the replies' states too; return the new deltas and the
+        clients clipped."""
         norms = np.array([np.sqrt(sum(float(np.sum(d * d)) for _, _, d in dl.values()))
                           for dl in deltas])
-        bound = self.clip_updates * float(np.median(norms))
+        past = self._clip_norms[-(self.clip_window - 1):] if self.clip_window > 1 else []
+        pooled = np.concatenate([np.asarray(x, float) for x in past] + [norms])
+        bound = self.clip_updates * float(np.median(pooled))
+        if self.clip_window > 1:
+            self._clip_norms = [*past, [float(x) for x in norms]]
         out, clipped = [], []
         for r, dl, norm in zip(ok, deltas, norms, strict=True):
             if norm <= bound or norm == 0:
@@ -461,7 +474,7 @@ class FedPruneCore(ValidatingStrategy):
         h = self.contributions.history
         return {**join("W", self.W), **join("M", self.M),
                 **({"H/history": h} if h is not None else {})}, {
-            "contributions": self.contributions.to_dict()}
+            "contributions": self.contributions.to_dict(), "clip_norms": self._clip_norms}
 
     def load_extra_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         """Inverse of :meth:`extra_state`; the checkpoint must match this model."""
@@ -478,6 +491,8 @@ class FedPruneCore(ValidatingStrategy):
         if h is not None and h.size != sum(self.W[k].size for k in self._float_keys):
             raise CheckpointError("checkpoint's CGSV history does not match this run's model")
         self.contributions.history = None if h is None else h.astype(np.float64).reshape(-1)
+        # checkpoints written before clip-window have none: the window restarts empty
+        self._clip_norms = [[float(x) for x in r] for r in meta.get("clip_norms", [])]
 
     def round_metrics(self, server_round: int) -> dict[str, Any]:
         """Dense-model accuracy and loss (the restored large model W)."""

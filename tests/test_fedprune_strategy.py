@@ -197,6 +197,26 @@ def test_no_clipping_below_the_bound():
     assert rec.rounds[1]["clipped_clients"] == []
 
 
+@pytest.mark.parametrize("window, clipped", [(1, []), (3, [1, 2])])
+def test_a_clip_window_keeps_a_majority_of_big_updates_from_moving_the_bound(window, clipped):
+    # round 1: three updates of +0.1; round 2: two of three are x100. Over this round
+    # alone the median is the big norm and nothing is clipped; over the window it is small
+    s, rec, grid = _strategy(clip_updates=1.0, clip_window=window, contribution_weighting=False)
+    s.configure_train(1, ArrayRecord(), config(), grid)
+    s.aggregate_train(1, [_client_reply(s, 100 + i) for i in range(3)])
+    s.configure_train(2, ArrayRecord(), config(), grid)
+    s.aggregate_train(2, [_client_reply(s, 100), _client_reply(s, 101, shift=10.0),
+                          _client_reply(s, 102, shift=10.0)])
+    assert rec.rounds[2]["clipped_clients"] == clipped
+    # the window's norms survive a checkpoint (a resumed run clips as the uninterrupted one)
+    arrays, meta = s.extra_state()
+    other, _, _ = _strategy(clip_updates=1.0, clip_window=window)
+    other.load_extra_state(arrays, meta)
+    assert other._clip_norms == s._clip_norms and len(s._clip_norms) == (2 if window > 1 else 0)
+    with pytest.raises(ValueError, match="clip_window"):
+        _strategy(clip_window=0)
+
+
 def test_trusted_reference_uses_data_size_first_then_scores_and_checkpoints():
     s, rec, grid = _strategy(cgsv_reference="trusted")
     s.configure_train(1, ArrayRecord(), config(), grid)
