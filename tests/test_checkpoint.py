@@ -28,7 +28,8 @@ def test_round_trip_and_corruption(tmp_path):
 def test_killed_run_resumes_to_the_same_final_model(tmp_path, monkeypatch):
     from strategies import fedprune as fp
     from strategies.server_app import CHECKPOINT_FILE
-    from strategies.simulation import simulate
+
+    from local_grid import simulate_local as simulate  # the checkpoint is the server's: no Ray
 
     over = {"strategy": "fedprune", "num-server-rounds": 2, "local-epochs": 1, "seed": 9,
             "fraction-train": 0.75, "readjust-interval": 1, "checkpoint-every": 1}

@@ -350,11 +350,13 @@ def test_fedbt_prune_keeps_frozen_layers_exactly_and_rejects_wrong_uploads():
 
 @pytest.mark.integration
 def test_fedbt_and_fedbt_prune_through_flower(tmp_path):
-    """Two rounds of each through Flower's simulation on bert-tiny: only the scheduled
-    layers change, uploads and client FLOPs are below dense FedAvg's."""
+    """Two rounds of each as a Flower ServerApp and ClientApps (in-process, see
+    local_grid.py) on bert-tiny: only the scheduled layers change, uploads and client
+    FLOPs are below dense FedAvg's."""
     from fedprune.checkpoint import load_checkpoint, split
     from fedprune.models import model_from_config
-    from strategies.simulation import simulate
+
+    from local_grid import simulate_local as simulate
 
     base = {"model": "bert-tiny", "dataset": "tokens-synthetic", "num-server-rounds": 2,
             "fraction-train": 1.0, "min-train-clients": 2, "local-epochs": 1, "lr": 0.05,

@@ -1,11 +1,16 @@
-"""Every method and ablation in conf/ runs 2 rounds through Flower's simulation."""
+"""Every method and ablation in conf/ runs 2 rounds as a Flower ServerApp and ClientApps.
+
+They run in-process (``local_grid.py``): these tests check what each method sends
+and learns, and the Ray transport is covered by ``test_simulation.py`` and
+``test_fedprune_simulation.py``, which would cost 10-15 s more per run here.
+"""
 
 import pytest
 
 from fedprune.experiments import load_experiment
-from strategies.simulation import simulate
 
 from conftest import ROOT
+from local_grid import simulate_local
 
 pytestmark = pytest.mark.integration
 
@@ -20,7 +25,7 @@ CONFS = sorted(p.stem for p in (ROOT / "conf").glob("*.yaml")
 @pytest.mark.parametrize("name", CONFS)
 def test_two_rounds(name, tmp_path):
     exp = load_experiment(ROOT / "conf" / f"{name}.yaml", SMALL)
-    res = simulate(4, exp.overrides, tmp_path)
+    res = simulate_local(4, exp.overrides, tmp_path)
     rounds = res["rounds"]
     method = exp.overrides["strategy"]
     assert [r["round"] for r in rounds] == [0, 1, 2]
@@ -58,7 +63,7 @@ def test_feddst_paper_setting_runs(tmp_path, data_dir):
     # the paper's split and protocol; fewer rounds and epochs to fit a test
     exp = load_experiment(ROOT / "conf" / "feddst-paper-mnist.yaml",
                           {"num-server-rounds": 2, "local-epochs": 2, "data-dir": str(data_dir)})
-    res = simulate(exp.num_supernodes, exp.overrides, tmp_path)
+    res = simulate_local(exp.num_supernodes, exp.overrides, tmp_path)
     first, last = res["rounds"][0], res["rounds"][-1]
     assert last["clients"] == 20 and last["evaluated_clients"] == 20
     assert last["bytes_up"] < 20 * 0.25 * DENSE_BYTES and last["density"] == pytest.approx(0.2, abs=0.003)

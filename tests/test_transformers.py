@@ -255,10 +255,11 @@ def test_tokens_npz_loads_your_own_file_and_names_the_missing_path(tmp_path):
 @pytest.mark.parametrize("model, dataset, lr", [("vit", "mnist-mini", 0.05),
                                                ("bert-tiny", "tokens-synthetic", 0.01)])
 def test_transformers_through_the_whole_fedprune_pipeline(model, dataset, lr, tmp_path):
-    """Two rounds of FedPrune (Flower simulation): sparse payloads both ways, a moving
-    mask, sparse client FLOPs; the ViT improves on its initial loss in two rounds (the
-    token task needs more training than a test can afford: its loss must stay finite)."""
-    from strategies.simulation import simulate
+    """Two rounds of FedPrune (ServerApp and ClientApps in-process, local_grid.py):
+    sparse payloads both ways, a moving mask, sparse client FLOPs; the ViT improves on
+    its initial loss in two rounds (the token task needs more training than a test can
+    afford: its loss must stay finite)."""
+    from local_grid import simulate_local as simulate
 
     res = simulate(3, {"strategy": "fedprune", "model": model, "dataset": dataset,
                        "num-server-rounds": 2, "fraction-train": 1.0, "min-train-clients": 3,
