@@ -107,6 +107,7 @@ class RunConfig:
     cgsv_leave_one_out: bool = False
     cgsv_reference: str = "trusted"
     cgsv_history_beta: float = 0.5
+    cgsv_root_samples: int = 100
     clip_updates: float = 2.0
     clip_window: int = 1
     grown_average: str = "all"
@@ -264,6 +265,7 @@ class RunConfig:
             (self.cgsv_reference in CGSV_REFERENCES, "cgsv-reference",
              f"must be one of {CGSV_REFERENCES}"),
             (0.0 <= self.cgsv_history_beta < 1.0, "cgsv-history-beta", "must be in [0, 1)"),
+            (self.cgsv_root_samples >= 1, "cgsv-root-samples", "must be >= 1"),
             (self.clip_updates >= 0, "clip-updates", "must be >= 0 (0 = off)"),
             (self.clip_window >= 1, "clip-window", "must be >= 1 (1 = this round only)"),
             (self.grown_average in ("holders", "all"), "grown-average", "must be 'holders' or 'all'"),

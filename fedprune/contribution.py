@@ -42,6 +42,20 @@ the ratio r_i / sum r is noise. It is good at *ranking* (in a recorded run,
 so it only picks who builds the reference. The round without a history yet
 (the first) has no reference: no scores change and the caller uses data-size
 weights.
+
+``reference="server"`` scores against an update the server computed itself:
+the caller sets :attr:`ContributionState.server_update` every round to the
+change that the same local training makes to the model sent out, run on a
+small clean "root" set the server holds (FLTrust's idea: Cao et al., NDSS
+2021, "FLTrust: Byzantine-robust Federated Learning via Trust
+Bootstrapping"), and phi_i = cos(u_i, server update) on S_i. Unlike the
+round's aggregate or the history, that reference cannot be taken over by the
+clients: in the adversarial study, once training settles, the history ranked
+sign-flippers into the trusted half (its direction follows whatever was
+applied, and late in training successive rounds' directions barely agree),
+their direction was applied, and the history followed them from then on. The
+price is a data set at the server, drawn like the clients' (here: examples of
+the training split, ``cgsv-root-samples``), and its training each round.
 """
 
 from __future__ import annotations
@@ -53,7 +67,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 SCHEDULES = ("cosine", "linear", "exponential", "constant")
-REFERENCES = ("round", "trusted")
+REFERENCES = ("round", "trusted", "server")
 
 
 def tradeoff(
@@ -126,6 +140,9 @@ class ContributionState:
     last_weight: dict[int, float] = field(default_factory=dict)
     history: np.ndarray | None = None  # unit vector over the flattened float tensors
     last_trusted: list[int] = field(default_factory=list)  # who built the last reference
+    # reference="server": the server's own update this round (flattened like the
+    # clients'), set by the caller before :meth:`update_sparse`, which consumes it
+    server_update: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.reference not in REFERENCES:
@@ -136,7 +153,10 @@ class ContributionState:
 
     @property
     def has_reference(self) -> bool:
-        """Whether this round's clients can be scored (false before the first history)."""
+        """Whether this round's clients can be scored (false before the first history,
+        or without a server update)."""
+        if self.reference == "server":
+            return self.server_update is not None
         return self.reference == "round" or self.history is not None
 
     def _check_history(self, size: int) -> None:
@@ -181,7 +201,8 @@ class ContributionState:
         dense vector, and phi_i = <u_i, u> / ||u on supp(u_i)|| (u_i is a unit
         vector and zero off its support). With ``reference="trusted"`` only the
         clients in :attr:`last_trusted` build u (empty result, no score changed,
-        while there is no history).
+        while there is no history); with ``reference="server"``, u is
+        :attr:`server_update` (empty result while it is unset).
         """
         if not clients or not self.has_reference:
             return {}
@@ -199,6 +220,8 @@ class ContributionState:
         for i in indices:
             if _has_repeats(i):
                 raise ValueError("a client's support indices must be unique")
+        if self.reference == "server":
+            return self._score_against_server(clients, indices, units, size)
         builds = np.ones(len(clients), bool)
         if self.reference == "trusted":
             h = self.history
@@ -214,11 +237,25 @@ class ContributionState:
         phis = {}
         for c, i, u, w, b in zip(clients, indices, units, prev, builds, strict=True):
             a = agg[i] - w * u if self.leave_one_out and b else agg[i]
-            phi = _cos(u, a)
-            phis[c] = phi
-            old = self.scores.get(c)
-            new = phi if old is None else self.beta * old + (1.0 - self.beta) * phi
-            self.scores[c] = max(self.floor, new)
+            phis[c] = _cos(u, a)
+            self._smooth(c, phis[c])
+        return phis
+
+    def _smooth(self, client: int, phi: float) -> None:
+        old = self.scores.get(client)
+        new = phi if old is None else self.beta * old + (1.0 - self.beta) * phi
+        self.scores[client] = max(self.floor, new)
+
+    def _score_against_server(self, clients: Sequence[int], indices: Sequence[np.ndarray],
+                              units: Sequence[np.ndarray], size: int) -> dict[int, float]:
+        ref = np.asarray(self.server_update, np.float64).reshape(-1)
+        self.server_update = None  # one round's reference: never scored against twice
+        if ref.size != size:
+            raise ValueError(f"update length {size} does not match the server update's {ref.size}")
+        phis = {}
+        for c, i, u in zip(clients, indices, units, strict=True):
+            phis[c] = _cos(u, ref[i])
+            self._smooth(c, phis[c])
         return phis
 
     def observe(

@@ -59,6 +59,10 @@ ADAPTIVE = ("none", "budget", "contribution")
 GROWN_AVERAGE = ("holders", "all")
 GROWN_START = ("zero", "residual")
 DenseEvaluateFn = Callable[[Mapping[str, np.ndarray]], Mapping[str, float]]
+# (server_round, the sparse model sent this round, its masks) -> that model after the
+# server's own local training on its root data (cgsv_reference="server")
+ServerUpdateFn = Callable[[int, Mapping[str, np.ndarray], Mapping[str, np.ndarray]],
+                          Mapping[str, np.ndarray]]
 
 
 class FedPruneCore(ValidatingStrategy):
@@ -86,9 +90,14 @@ class FedPruneCore(ValidatingStrategy):
         ``none``, ``budget`` or ``contribution``; the smallest factor of the global density
     cgsv_leave_one_out : score each client against the aggregate of the others
     cgsv_reference, cgsv_history_beta : what CGSV scores against: ``round`` (the
-        round's aggregate) or ``trusted`` (the aggregate of the half of the round
+        round's aggregate), ``trusted`` (the aggregate of the half of the round
         most aligned with the running direction of the applied updates, smoothed
-        with cgsv_history_beta); see :mod:`fedprune.contribution`
+        with cgsv_history_beta) or ``server`` (the server's own update on its root
+        data, from server_update_fn); see :mod:`fedprune.contribution`
+    server_update_fn : ``fn(round, sent_state, masks) -> trained_state``, needed by
+        ``cgsv_reference="server"``: the model sent this round after the same masked
+        local training on the server's root data (the ServerApp builds it from
+        run-config ``cgsv-root-samples``)
     grown_average : how a position the clients received as 0 (grown this round) is
         averaged: ``holders`` (over the clients that grew it, as FedDST) or ``all``
         (the others vote 0 with their weight; see :func:`masked_average`)
@@ -136,9 +145,14 @@ class FedPruneCore(ValidatingStrategy):
         grown_start: str = "zero",
         cgsv_reference: str = "trusted",
         cgsv_history_beta: float = 0.5,
+        server_update_fn: ServerUpdateFn | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if cgsv_reference == "server" and contribution_weighting and server_update_fn is None:
+            raise ValueError("cgsv_reference='server' needs server_update_fn (the server's own "
+                             "training on its root data; the ServerApp builds it from "
+                             "run-config cgsv-root-samples)")
         if not 0.0 <= sparsity < 1.0:
             raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
         if density_distribution not in DISTRIBUTIONS:
@@ -194,6 +208,7 @@ class FedPruneCore(ValidatingStrategy):
         self.grown_average = grown_average
         self.grown_start = grown_start
         self.dense_evaluate = dense_evaluate
+        self.server_update_fn = server_update_fn
         self._float_keys = [k for k, v in self.W.items() if np.issubdtype(v.dtype, np.floating)]
         self.last_accepted: list[Reply] = []  # the replies aggregated in the last round
         self.adaptive_density = adaptive_density
@@ -416,6 +431,26 @@ class FedPruneCore(ValidatingStrategy):
             out[k] = (flat, base, np.asarray(state[k]).reshape(-1)[flat].astype(np.float64) - base)
         return out
 
+    def _server_update(self, server_round: int) -> np.ndarray:
+        """The server's update this round on its root data, flattened like the clients'
+        (float tensors in order; prunable ones on M only)."""
+        assert self.server_update_fn is not None  # checked in __init__
+        sent = self.sparse_state()
+        new = self.server_update_fn(server_round, sent, {k: m.copy() for k, m in self.M.items()})
+        parts = []
+        for k in self._float_keys:
+            v = np.asarray(new[k], np.float64)
+            if v.shape != self.W[k].shape:
+                raise ValueError(f"server update: {k} has shape {v.shape}, expected "
+                                 f"{self.W[k].shape}")
+            d = (v - sent[k]).reshape(-1)
+            parts.append(np.where(self.M[k].reshape(-1), d, 0.0) if k in self.M else d)
+        out = np.concatenate(parts)
+        if not np.all(np.isfinite(out)):
+            raise FloatingPointError(f"round {server_round}: the server's update on its root "
+                                     "data is not finite")
+        return out
+
     def _clip(
         self, ok: list[Reply], deltas: list[dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]]
     ) -> tuple[list[dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]], list[int]]:
@@ -460,6 +495,8 @@ class FedPruneCore(ValidatingStrategy):
         values = [np.concatenate([d for _, _, d in dl.values()]) for dl in deltas]
         lam = tradeoff(server_round, self.num_rounds, self.lambda0, self.lambda_schedule,
                        self.lambda_min)
+        if self.contributions.reference == "server":
+            self.contributions.server_update = self._server_update(server_round)
         if self.contributions.has_reference:
             phis = self.contributions.update_sparse(clients, indices, values, size, n)
             weights = self.contributions.weights(clients, n, lam)

@@ -6,11 +6,13 @@ with their own Grid and :class:`~fedprune.config.RunConfig`.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
 from logging import INFO
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.common.logger import log
@@ -26,10 +28,11 @@ from fedprune.data.loader import TensorLoader, test_loader
 from fedprune.masks import prunable_names
 from fedprune.models import model_from_config
 from fedprune.partial import PartialSchedule, layer_groups
-from fedprune.training import evaluate, resolve_device
+from fedprune.seeds import derive_seed
+from fedprune.training import TrainConfig, evaluate, resolve_device, train
 from strategies.fedavg import FedAvg, ValidatingStrategy
 from strategies.fedbt import FedBT, FedBTPrune
-from strategies.fedprune import FedPrune
+from strategies.fedprune import FedPrune, ServerUpdateFn
 from strategies.flower_baselines import (
     FlowerFedAvg,
     FlowerFedAvgM,
@@ -81,11 +84,47 @@ def _fedprune(cfg: RunConfig, recorder: RoundRecorder, model: nn.Module,
         cgsv_history_beta=cfg.cgsv_history_beta,
     )
     args.update(fixed)
+    if args["contribution_weighting"] and args["cgsv_reference"] == "server":
+        args["server_update_fn"] = root_update_fn(cfg, model)
     return strategy_cls(
         recorder=recorder, initial_state=wire.state_to_numpy(model.state_dict()),
         prunable=prunable_names(model), num_rounds=cfg.num_server_rounds, **args,
         **_sampling(cfg),
     )
+
+
+def root_update_fn(cfg: RunConfig, model: nn.Module) -> ServerUpdateFn:
+    """``cgsv-reference = server``: the model sent in a round after the clients' local
+    training (same epochs, lr, momentum, batch size, masks) on the server's root data,
+    ``cgsv-root-samples`` examples of the training split drawn once by seed (loaded at
+    the first call). Batch order and dropout are seeded by round, so a resumed run
+    computes the same references."""
+    net = copy.deepcopy(model)
+    device = resolve_device(cfg.device)
+    tc = TrainConfig(epochs=cfg.local_epochs, lr=cfg.lr, momentum=cfg.momentum,
+                     weight_decay=cfg.weight_decay, amp=cfg.amp)
+    root: list[tuple[torch.Tensor, torch.Tensor, tuple[float, ...], tuple[float, ...]]] = []
+
+    def fn(server_round: int, state: Mapping[str, np.ndarray],
+           masks: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if not root:
+            data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
+            n = len(data.y_train)
+            keep = np.sort(np.random.default_rng(derive_seed(cfg.seed, _ROOT_SEED)).choice(
+                n, size=min(cfg.cgsv_root_samples, n), replace=False))
+            root.append((data.x_train[keep], data.y_train[keep], data.mean, data.std))
+        x, y, mean, std = root[0]
+        loader = TensorLoader(x, y, mean, std, cfg.batch_size, shuffle=True,
+                              seed=derive_seed(cfg.seed, _ROOT_SEED, server_round))
+        net.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in state.items()})
+        train(net, loader, tc, device=device, seed=derive_seed(cfg.seed, _ROOT_SEED + 1, server_round),
+              masks={k: torch.as_tensor(m) for k, m in masks.items()})
+        return {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}
+
+    return fn
+
+
+_ROOT_SEED = 0x5007  # derive_seed(seed, _ROOT_SEED, ...): the root set and its batch order
 
 
 def _fedbt_schedule(cfg: RunConfig, model: nn.Module) -> PartialSchedule:

@@ -45,7 +45,8 @@ _MOVING_MASK = frozenset({"fedprune", "feddst", "fedbt-prune"})
 # The contribution-weighting keys, read only by the strategies that weight by CGSV
 # (FedDST and the static masks pin contribution-weighting off).
 _CGSV_KEYS = frozenset({"lambda0", "lambda-schedule", "lambda-min", "cgsv-beta", "cgsv-floor",
-                        "cgsv-leave-one-out", "cgsv-reference", "cgsv-history-beta"})
+                        "cgsv-leave-one-out", "cgsv-reference", "cgsv-history-beta",
+                        "cgsv-root-samples"})
 _CGSV = frozenset({"fedprune", "fedbt-prune"})
 
 

@@ -151,3 +151,28 @@ def test_sparse_supports_in_any_order_but_never_with_repeats():
     for bad in (np.array([1, 2, 2, 7]), np.array([7, 2, 9, 2])):  # sorted and unsorted repeats
         with pytest.raises(ValueError, match="unique"):
             ContributionState().update_sparse([0], [bad], [np.ones(4)], 50, [1])
+
+
+def test_server_reference_keeps_a_coherent_majority_of_sign_flippers_at_the_floor():
+    # 6 of 10 clients send -g: the round's aggregate is theirs, but the server's own
+    # update (a noisy look at g, from its root data) is not
+    rng = np.random.default_rng(5)
+    g = rng.standard_normal(400)
+    clients, support, n = list(range(10)), np.ones(400, bool), [50] * 10
+    ups = [(1 if c < 4 else -1) * g + 0.5 * rng.standard_normal(400) for c in clients]
+    round_phis = ContributionState().update(clients, ups, [support] * 10, n)
+    assert min(round_phis[c] for c in range(4, 10)) > max(round_phis[c] for c in range(4))
+
+    st = ContributionState(reference="server")
+    assert not st.has_reference and st.update(clients, ups, [support] * 10, n) == {}
+    st.server_update = g + 2.0 * rng.standard_normal(400)  # weak: cos(g, it) about 0.45
+    phis = st.update(clients, ups, [support] * 10, n)
+    assert max(phis[c] for c in range(4, 10)) < 0 < min(phis[c] for c in range(4))
+    assert all(st.scores[c] == st.floor for c in range(4, 10))
+    w = st.weights(clients, n, lam=0.0)
+    assert sum(w[c] for c in range(4, 10)) < 0.01
+    # one round's reference is used once: the next round has none until it is set again
+    assert st.server_update is None and not st.has_reference
+    st.server_update = np.ones(399)
+    with pytest.raises(ValueError, match="length"):
+        st.update(clients, ups, [support] * 10, n)

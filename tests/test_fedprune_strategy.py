@@ -240,6 +240,38 @@ def test_trusted_reference_uses_data_size_first_then_scores_and_checkpoints():
         other.load_extra_state(arrays, meta)
 
 
+def test_server_reference_scores_against_the_servers_own_update():
+    # the server "trains" the sent model by +0.1 on its mask (as the honest clients do);
+    # client 2 sends the opposite update and is scored down from round 1 on
+    calls = []
+
+    def server_update(rnd, sent, masks):
+        calls.append(rnd)
+        assert all(not np.any(sent[k][~m]) for k, m in masks.items())  # the sparse model
+        return {k: np.where(masks[k], v + 0.1, 0) if k in masks else v + 0.1
+                for k, v in sent.items()}
+
+    with pytest.raises(ValueError, match="server_update_fn"):
+        _strategy(cgsv_reference="server")
+    s, rec, grid = _strategy(cgsv_reference="server", server_update_fn=server_update,
+                             lambda0=0.0)
+    s.configure_train(1, ArrayRecord(), config(), grid)
+    s.aggregate_train(1, [_client_reply(s, 100), _client_reply(s, 101),
+                          _client_reply(s, 102, shift=-0.1)])
+    c = rec.rounds[1]["contributions"]
+    assert calls == [1] and c["0"]["phi"] == pytest.approx(1.0) and c["2"]["phi"] < -0.9
+    assert c["2"]["weight"] < 0.01 and c["0"]["weight"] == pytest.approx(c["1"]["weight"])
+    assert "trusted_clients" not in rec.rounds[1]
+
+    def wrong_shape(rnd, sent, masks):
+        return {**sent, "2.bias": np.zeros(3)}
+
+    s2, _, grid2 = _strategy(cgsv_reference="server", server_update_fn=wrong_shape)
+    s2.configure_train(1, ArrayRecord(), config(), grid2)
+    with pytest.raises(ValueError, match="2.bias"):
+        s2.aggregate_train(1, [_client_reply(s2, 100 + i) for i in range(3)])
+
+
 @pytest.mark.parametrize("grown_start", ["zero", "residual"])
 def test_a_grown_weight_replaces_or_resumes_from_its_residual(grown_start):
     # every client grows the same pruned position j (it trained it from 0 to 0.5); with

@@ -68,3 +68,19 @@ def test_feddst_paper_setting_runs(tmp_path, data_dir):
     assert last["clients"] == 20 and last["evaluated_clients"] == 20
     assert last["bytes_up"] < 20 * 0.25 * DENSE_BYTES and last["density"] == pytest.approx(0.2, abs=0.003)
     assert 0.0 < last["client_accuracy_mean"] <= 1.0 and last["accuracy"] > first["accuracy"]
+
+
+def test_server_reference_trains_on_root_data_and_scores_sign_flippers_down(tmp_path):
+    # 2 of 4 clients sign-flip their updates: half of every round. CGSV against the
+    # server's own update on 100 root examples gives them phi < 0 from round 1 on
+    over = {"strategy": "fedprune", "num-server-rounds": 2, "local-epochs": 1, "seed": 4,
+            "fraction-train": 1.0, "cgsv-reference": "server", "cgsv-root-samples": 100,
+            "attack": "sign-flip", "attack-fraction": 0.5}
+    rounds = simulate_local(4, over, tmp_path)["rounds"]
+    for r in rounds[1:]:
+        bad = set(map(str, r["attacker_clients"]))
+        assert len(bad) == 2 and r["clients"] == 4
+        phis = {c: v["phi"] for c, v in r["contributions"].items()}
+        assert max(phis[c] for c in bad) < 0 < min(v for c, v in phis.items() if c not in bad)
+        assert r["attacker_weight"] < 0.6 * r["lambda_t"] + 0.01  # their data share at most
+    assert rounds[2]["accuracy"] > rounds[0]["accuracy"] + 0.2
