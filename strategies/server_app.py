@@ -119,7 +119,7 @@ def root_update_fn(cfg: RunConfig, model: nn.Module) -> ServerUpdateFn:
         net.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in state.items()})
         train(net, loader, tc, device=device, seed=derive_seed(cfg.seed, _ROOT_SEED + 1, server_round),
               masks={k: torch.as_tensor(m) for k, m in masks.items()})
-        return {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}
+        return {k: v.detach().cpu().numpy().copy() for k, v in net.state_dict().items()}
 
     return fn
 

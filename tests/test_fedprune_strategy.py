@@ -317,3 +317,24 @@ def test_lambda_t_decays_to_the_floor_and_a_bad_floor_is_rejected():
     assert rec.rounds[10]["lambda_t"] == pytest.approx(0.4)  # the last round: at the floor
     with pytest.raises(ValueError, match="lambda_min"):
         _strategy(lambda0=0.3, lambda_min=0.5)
+
+
+def test_root_update_is_the_same_for_the_same_round_and_keeps_the_mask():
+    # a resumed run must compute the same server references as the uninterrupted one
+    from fedprune.config import RunConfig
+    from fedprune.models import model_from_config
+    from strategies.server_app import root_update_fn
+
+    cfg = RunConfig.from_mapping({"dataset": "mnist-mini", "model": "mlp", "cgsv-root-samples": 40,
+                                  "cgsv-reference": "server", "lr": 0.05})
+    model = model_from_config(cfg, (1, 28, 28), 10)
+    state = wire.state_to_numpy(model.state_dict())
+    masks = {k: np.random.default_rng(0).random(state[k].shape) < 0.3 for k in prunable_names(model)}
+    sent = {k: np.where(masks[k], v, 0).astype(v.dtype) if k in masks else v for k, v in state.items()}
+    fn = root_update_fn(cfg, model)
+    a, b, c = fn(3, sent, masks), root_update_fn(cfg, model)(3, sent, masks), fn(4, sent, masks)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert any(not np.array_equal(a[k], c[k]) for k in a)  # another round, another batch order
+    for k, m in masks.items():
+        assert not np.any(a[k][~m]) and not np.array_equal(a[k][m], sent[k][m])
+    assert all(np.array_equal(v, state[k]) for k, v in wire.state_to_numpy(model.state_dict()).items())
