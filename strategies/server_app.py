@@ -7,6 +7,7 @@ with their own Grid and :class:`~fedprune.config.RunConfig`.
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable, Mapping
 from logging import INFO
 from pathlib import Path
@@ -24,7 +25,7 @@ from fedprune import wire
 from fedprune.checkpoint import CheckpointError, load_checkpoint
 from fedprune.config import ConfigError, RunConfig
 from fedprune.data import load_dataset
-from fedprune.data.loader import TensorLoader, test_loader
+from fedprune.data.loader import TensorLoader, seeded_subset, test_loader
 from fedprune.masks import prunable_names
 from fedprune.models import model_from_config
 from fedprune.partial import PartialSchedule, layer_groups
@@ -93,6 +94,9 @@ def _fedprune(cfg: RunConfig, recorder: RoundRecorder, model: nn.Module,
     )
 
 
+_ROOT_SEED = 0x5007  # derive_seed(seed, _ROOT_SEED, ...): the root set and its batch order
+
+
 def root_update_fn(cfg: RunConfig, model: nn.Module) -> ServerUpdateFn:
     """``cgsv-reference = server``: the model sent in a round after the clients' local
     training (same epochs, lr, momentum, batch size, masks) on the server's root data,
@@ -103,28 +107,26 @@ def root_update_fn(cfg: RunConfig, model: nn.Module) -> ServerUpdateFn:
     device = resolve_device(cfg.device)
     tc = TrainConfig(epochs=cfg.local_epochs, lr=cfg.lr, momentum=cfg.momentum,
                      weight_decay=cfg.weight_decay, amp=cfg.amp)
-    root: list[tuple[torch.Tensor, torch.Tensor, tuple[float, ...], tuple[float, ...]]] = []
+
+    @functools.cache
+    def root() -> tuple[torch.Tensor, torch.Tensor, tuple[float, ...], tuple[float, ...]]:
+        data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
+        keep = seeded_subset(len(data.y_train), cfg.cgsv_root_samples,
+                             derive_seed(cfg.seed, _ROOT_SEED))
+        return data.x_train[keep], data.y_train[keep], data.mean, data.std
 
     def fn(server_round: int, state: Mapping[str, np.ndarray],
            masks: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if not root:
-            data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
-            n = len(data.y_train)
-            keep = np.sort(np.random.default_rng(derive_seed(cfg.seed, _ROOT_SEED)).choice(
-                n, size=min(cfg.cgsv_root_samples, n), replace=False))
-            root.append((data.x_train[keep], data.y_train[keep], data.mean, data.std))
-        x, y, mean, std = root[0]
+        x, y, mean, std = root()
         loader = TensorLoader(x, y, mean, std, cfg.batch_size, shuffle=True,
                               seed=derive_seed(cfg.seed, _ROOT_SEED, server_round))
-        net.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in state.items()})
+        net.load_state_dict(wire.numpy_to_state(state, net.state_dict()))
         train(net, loader, tc, device=device, seed=derive_seed(cfg.seed, _ROOT_SEED + 1, server_round),
               masks={k: torch.as_tensor(m) for k, m in masks.items()})
-        return {k: v.detach().cpu().numpy().copy() for k, v in net.state_dict().items()}
+        # copies: state_to_numpy's arrays share memory with the net, trained again next round
+        return {k: v.copy() for k, v in wire.state_to_numpy(net.state_dict()).items()}
 
     return fn
-
-
-_ROOT_SEED = 0x5007  # derive_seed(seed, _ROOT_SEED, ...): the root set and its batch order
 
 
 def _fedbt_schedule(cfg: RunConfig, model: nn.Module) -> PartialSchedule:

@@ -147,11 +147,15 @@ def client_data(
     return ClientData(train=train, test=test, num_train=len(tr), noise_rate=realised)
 
 
+def seeded_subset(n: int, samples: int, seed: int) -> np.ndarray:
+    """Sorted positions of ``min(samples, n)`` of ``range(n)``, drawn by ``seed``."""
+    return np.sort(np.random.default_rng(seed).choice(n, size=min(samples, n), replace=False))
+
+
 def test_loader(data: ImageData, batch_size: int, samples: int = 0, seed: int = 0) -> TensorLoader:
     """The centralized test set, or a fixed seeded subset of ``samples`` examples (0 = all)."""
     x, y = data.x_test, data.y_test
     if samples and samples < len(y):
-        keep = np.sort(np.random.default_rng(derive_seed(seed, 0x7E57)).choice(
-            len(y), size=samples, replace=False))
+        keep = seeded_subset(len(y), samples, derive_seed(seed, 0x7E57))
         x, y = x[keep], y[keep]
     return TensorLoader(x, y, data.mean, data.std, batch_size)
