@@ -7,8 +7,10 @@ label skew over 100 clients, 10 sampled per round, 2 local epochs, the FedDST
 CNN; the same rounds for both methods. The noisy variant gives 40% of the
 clients 80% symmetric label noise. Each run is a separate in-process Flower
 simulation (subprocess, fresh Ray) writing ``<out>/<run>/results.json``; runs
-whose results exist are skipped, so an interrupted benchmark resumes. The
-table at the end is read from those files.
+whose complete results exist with the same run-config are skipped, so an
+interrupted benchmark resumes; results made with another run-config (a default
+changed since) are kept as ``results.stale.json`` and run again. The table at
+the end is read from those files.
 """
 
 from __future__ import annotations
@@ -113,15 +115,23 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/fedprune_vs_fedavg")
     p.add_argument("--only", nargs="*", default=list(RUNS))
     args = p.parse_args()
+    from strategies.study import overrides_drift  # after _env: it imports Flower
+
     data_dir = os.environ.get("FEDPRUNE_DATA_DIR") or str(ROOT.parent / "shared" / "data")
     out = args.out.resolve()
     for name in args.only:
-        target = out / name
-        if (target / "results.json").exists() and json.loads(
-            (target / "results.json").read_text())["summary"]["rounds_completed"] >= args.rounds:
-            print(f"== {name}: done, skipped")
-            continue
-        run_one(name, {**base(args.rounds, data_dir), **RUNS[name]}, target)
+        target, overrides = out / name, {**base(args.rounds, data_dir), **RUNS[name]}
+        old = target / "results.json"
+        if old.exists():
+            drift = overrides_drift(old, overrides)
+            if not drift and json.loads(old.read_text())["summary"]["rounds_completed"] >= args.rounds:
+                print(f"== {name}: done, skipped")
+                continue
+            if drift:  # made with another config (e.g. a default changed since): kept aside
+                print(f"== {name}: stored results differ in {', '.join(drift)}; kept as "
+                      "results.stale.json", flush=True)
+                old.replace(target / "results.stale.json")
+        run_one(name, overrides, target)
     summarise(out)
 
 

@@ -26,7 +26,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from fedprune.config import ConfigError
 from fedprune.experiments import Experiment, Job, load_study
@@ -48,6 +50,9 @@ _CGSV_KEYS = frozenset({"lambda0", "lambda-schedule", "lambda-min", "cgsv-beta",
                         "cgsv-leave-one-out", "cgsv-reference", "cgsv-history-beta",
                         "cgsv-root-samples"})
 _CGSV = frozenset({"fedprune", "fedbt-prune"})
+# The update-clipping keys, read only by FedPrune and FedBT-Prune (FedDST and the
+# static masks pin clip-updates to 0)
+_CLIP_KEYS = frozenset({"clip-updates", "clip-window"})
 
 
 def _unused(config: dict) -> frozenset[str]:
@@ -57,6 +62,8 @@ def _unused(config: dict) -> frozenset[str]:
         out |= _SCHEDULE_KEYS
     if not (config.get("strategy") in _CGSV and config.get("contribution-weighting", True)):
         out |= _CGSV_KEYS
+    if not (config.get("strategy") in _CGSV and config.get("clip-updates", 0) > 0):
+        out |= _CLIP_KEYS
     return out
 
 
@@ -81,13 +88,21 @@ def job_rounds(job: Job) -> int:
 
 
 def config_drift(results: Path, job: Job) -> list[str]:
-    """How the config recorded in ``results`` differs from what ``job`` would run now.
+    """How the config recorded in ``results`` differs from what ``job`` would run now
+    (:func:`overrides_drift` with the job's overrides)."""
+    return overrides_drift(results, job.overrides)
+
+
+def overrides_drift(results: Path, overrides: Mapping[str, Any]) -> list[str]:
+    """How the config recorded in ``results`` differs from what run-config
+    ``overrides`` give now.
 
     Empty when they agree. A key the stored run predates counts only if the job
     sets it away from what runs did before the key (its default, or
     :data:`fedprune.config.BEFORE_KEY`). A changed default therefore makes
     every run that relied on it stale; the mask-schedule keys are not compared
-    for runs whose mask does not move, nor the CGSV keys for runs without CGSV.
+    for runs whose mask does not move, nor the CGSV keys for runs without CGSV,
+    nor the clipping keys for runs that do not clip.
     """
     from fedprune.config import RunConfig
 
@@ -97,7 +112,7 @@ def config_drift(results: Path, job: Job) -> list[str]:
         return []
     defaults = RunConfig.predated_defaults()
     drift = []
-    config = job_config(job)
+    config = RunConfig.from_mapping(overrides).to_dict()
     unused = _unused(config)
     for key, now in config.items():
         if key in unused:

@@ -178,6 +178,17 @@ def test_a_result_made_with_another_config_is_stale_and_rerun_only_when_asked(
         job = dataclasses.replace(jobs[key], overrides={**jobs[key].overrides,
                                                        "cgsv-reference": ref})
         assert study.config_drift(res, job) == drift
+    # ... and one from before clip-window existed clipped with this round's median only
+    before = {k: v for k, v in cfg.items() if k != "clip-window"}
+    res.write_text(json.dumps(_results(3, 3, config=before)))
+    for window, drift in ((1, []), (3, ["clip-window: (not recorded) -> 3"])):
+        job = dataclasses.replace(jobs[key], overrides={**jobs[key].overrides,
+                                                       "clip-window": window})
+        assert study.config_drift(res, job) == drift
+    # the clipping keys are not compared for a run that does not clip
+    res.write_text(json.dumps(_results(3, 3, config={**study.job_config(fedavg),
+                                                      "clip-window": 7})))
+    assert study.config_drift(res, fedavg) == []
 
     res.write_text(json.dumps(_results(3, 3, config={**cfg, "sparsity": 0.5})))
     only = ["--only", "demo/fedprune__sparsity=0.9__iid"]
