@@ -115,7 +115,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/fedprune_vs_fedavg")
     p.add_argument("--only", nargs="*", default=list(RUNS))
     args = p.parse_args()
-    from strategies.study import overrides_drift  # after _env: it imports Flower
+    from strategies.study import is_complete, overrides_drift  # after _env: it imports Flower
 
     data_dir = os.environ.get("FEDPRUNE_DATA_DIR") or str(ROOT.parent / "shared" / "data")
     out = args.out.resolve()
@@ -124,7 +124,7 @@ def main() -> None:
         old = target / "results.json"
         if old.exists():
             drift = overrides_drift(old, overrides)
-            if not drift and json.loads(old.read_text())["summary"]["rounds_completed"] >= args.rounds:
+            if not drift and is_complete(old, args.rounds):
                 print(f"== {name}: done, skipped")
                 continue
             if drift:  # made with another config (e.g. a default changed since): kept aside
