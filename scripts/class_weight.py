@@ -25,8 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
+from clients.client_app import partition_spec
+from fedprune.config import RunConfig
 from fedprune.data.datasets import load_dataset
-from fedprune.data.partition import PartitionSpec, partition_indices
+from fedprune.data.partition import cached_partition_indices
 
 
 def class_bias(rounds: list[dict], shares: np.ndarray, window: int) -> np.ndarray:
@@ -55,17 +57,12 @@ def class_bias(rounds: list[dict], shares: np.ndarray, window: int) -> np.ndarra
     return np.array(rows).reshape(-1, 3)
 
 
-def class_shares(config: dict, data_dir: str) -> np.ndarray:
+def class_shares(config: dict, num_partitions: int, data_dir: str) -> np.ndarray:
     """(clients, classes): each client's class distribution, its partition rebuilt."""
-    data = load_dataset(config["dataset"], data_dir)
+    cfg = RunConfig.from_mapping(config, allow_extra=True)
+    data = load_dataset(cfg.dataset, data_dir)
     y = data.y_train.numpy()
-    spec = PartitionSpec(
-        partitioner=config["partitioner"], num_partitions=config["num-partitions"],
-        seed=config["seed"], dirichlet_alpha=config["dirichlet-alpha"],
-        classes_per_client=config["classes-per-client"], shard_size=config["shard-size"],
-        shards_per_client=config["shards-per-client"],
-    )
-    parts = partition_indices(y, spec, data.writers_train)
+    parts = cached_partition_indices(y, partition_spec(cfg, num_partitions), data.writers_train)
     counts = np.stack([np.bincount(y[p], minlength=data.num_classes) for p in parts])
     return counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
 
@@ -85,10 +82,9 @@ def main(argv: list[str] | None = None) -> None:
         rows, seeds = [], []
         for path in sorted((args.study / run).glob("seed-*/results.json")):
             res = json.loads(path.read_text())
-            config = {**res["config"], "num-partitions": args.clients}
-            shares = class_shares(config, args.data_dir)
+            shares = class_shares(res["config"], args.clients, args.data_dir)
             rows.append(class_bias(res["rounds"], shares, args.window))
-            seeds.append(config["seed"])
+            seeds.append(res["config"]["seed"])
         if not rows:
             raise SystemExit(f"no results.json under {args.study / run}")
         a = np.concatenate(rows)
