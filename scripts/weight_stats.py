@@ -1,0 +1,67 @@
+"""How FedPrune's aggregation weights behaved over a run, per seed and pooled.
+
+Reads the per-round ``contributions`` (client weights) and ``clipped_clients``
+that FedPrune stores in results.json and prints, for each run, mean +- std over
+seeds of: last-5 accuracy, clients clipped per round, the effective share of
+clients (1 / sum of squared weights, over the clients of the round: 1.0 when
+all weights are equal), the largest client weight, the mean round-to-round
+accuracy change (absolute) and the lowest accuracy of the last 10 rounds.
+
+    python scripts/weight_stats.py \\
+        docs/results/runs/compare-mnist/fedprune__pathological-2,docs/results/runs/history-mnist/fedprune
+
+A comma joins folders whose seeds are pooled into one row (a run whose seeds
+live in two studies). Used for docs/results.md ("Adversarial clients").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+COLUMNS = ("last-5 acc", "clipped / round", "effective share", "max weight",
+           "mean |acc change|", "lowest of last 10")
+
+
+def seed_stats(rounds: list[dict]) -> tuple[float, ...]:
+    """The :data:`COLUMNS` of one seed's rounds (those that aggregated client weights)."""
+    rs = [r for r in rounds if r.get("contributions")]
+    if len(rs) < 2:
+        raise ValueError("fewer than two rounds with client weights")
+    acc = np.array([r["accuracy"] for r in rs], float)
+    w = [np.array([c["weight"] for c in r["contributions"].values()], float) for r in rs]
+    return (float(acc[-5:].mean()),
+            float(np.mean([len(r.get("clipped_clients", [])) for r in rs])),
+            float(np.mean([1.0 / np.sum(x * x) / len(x) for x in w])),
+            float(np.mean([x.max() for x in w])),
+            float(np.mean(np.abs(np.diff(acc)))),
+            float(acc[-10:].min()))
+
+
+def run_rows(folders: list[Path]) -> list[tuple[float, ...]]:
+    """One :func:`seed_stats` row per results.json under ``folders``' seed-* folders."""
+    paths = [p for f in folders for p in sorted(f.glob("seed-*/results.json"))]
+    if not paths:
+        raise SystemExit(f"no results.json under {', '.join(map(str, folders))}")
+    return [seed_stats(json.loads(p.read_text())["rounds"]) for p in paths]
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("runs", nargs="+", help="run folders; DIR,DIR pools their seeds in one row")
+    args = p.parse_args(argv)
+    print("| run | seeds | " + " | ".join(COLUMNS) + " |")
+    print("|---|---|" + "---|" * len(COLUMNS))
+    for spec in args.runs:
+        folders = [Path(s) for s in spec.split(",")]
+        a = np.array(run_rows(folders))
+        sd = a.std(axis=0, ddof=1) if len(a) > 1 else np.zeros(a.shape[1])
+        cells = [f"{m:.3f} +- {s:.3f}" for m, s in zip(a.mean(axis=0), sd, strict=True)]
+        print(f"| {folders[0].name} | {len(a)} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""scripts/weight_stats.py: the weight statistics quoted in docs/results.md."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+_SPEC = importlib.util.spec_from_file_location(
+    "weight_stats", Path(__file__).resolve().parents[1] / "scripts" / "weight_stats.py")
+weight_stats = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(weight_stats)
+
+
+def _round(acc, weights, clipped=()):
+    return {"accuracy": acc, "clipped_clients": list(clipped),
+            "contributions": {str(c): {"weight": w} for c, w in weights.items()}}
+
+
+def test_seed_stats_of_known_rounds():
+    rounds = [
+        {"round": 0, "accuracy": 0.1},  # initial evaluation: no weights, skipped
+        _round(0.5, {0: 0.5, 1: 0.5}),
+        _round(0.7, {0: 0.75, 1: 0.25}, clipped=[1]),
+    ]
+    last5, clipped, share, top, change, low = weight_stats.seed_stats(rounds)
+    assert last5 == pytest.approx(0.6)
+    assert clipped == pytest.approx(0.5)
+    # equal weights: 1 / (2 * 0.25) / 2 = 1; 0.75/0.25: 1 / 0.625 / 2 = 0.8
+    assert share == pytest.approx(0.9)
+    assert top == pytest.approx(0.625)
+    assert change == pytest.approx(0.2)
+    assert low == pytest.approx(0.5)
+
+
+def test_too_few_rounds_is_an_error():
+    with pytest.raises(ValueError, match="fewer than two"):
+        weight_stats.seed_stats([_round(0.5, {0: 1.0})])
+
+
+def test_pooled_folders_and_table(tmp_path, capsys):
+    for study, seed in (("a", 0), ("b", 3)):
+        d = tmp_path / study / "run" / f"seed-{seed}"
+        d.mkdir(parents=True)
+        rounds = [_round(0.5, {0: 1.0}), _round(0.5 + seed / 10, {0: 0.5, 1: 0.5})]
+        (d / "results.json").write_text(json.dumps({"rounds": rounds}))
+    weight_stats.main([f"{tmp_path / 'a' / 'run'},{tmp_path / 'b' / 'run'}"])
+    row = capsys.readouterr().out.splitlines()[-1]
+    # two seeds pooled; last-5 0.5 and 0.65
+    assert row.startswith("| run | 2 | 0.575 +- 0.106 |")
+
+
+def test_missing_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(SystemExit, match="no results.json"):
+        weight_stats.main([str(tmp_path / "nothing")])
