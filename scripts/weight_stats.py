@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fedprune.report import _ms, last_mean
+
 COLUMNS = ("last-5 acc", "clipped / round", "effective share", "max weight",
            "mean |acc change|", "lowest of last 10")
 
@@ -33,7 +35,7 @@ def seed_stats(rounds: list[dict]) -> tuple[float, ...]:
         raise ValueError("fewer than two rounds with client weights")
     acc = np.array([r["accuracy"] for r in rs], float)
     w = [np.array([c["weight"] for c in r["contributions"].values()], float) for r in rs]
-    return (float(acc[-5:].mean()),
+    return (last_mean(rounds),
             float(np.mean([len(r.get("clipped_clients", [])) for r in rs])),
             float(np.mean([1.0 / np.sum(x * x) / len(x) for x in w])),
             float(np.mean([x.max() for x in w])),
@@ -57,10 +59,9 @@ def main(argv: list[str] | None = None) -> None:
     print("|---|---|" + "---|" * len(COLUMNS))
     for spec in args.runs:
         folders = [Path(s) for s in spec.split(",")]
-        a = np.array(run_rows(folders))
-        sd = a.std(axis=0, ddof=1) if len(a) > 1 else np.zeros(a.shape[1])
-        cells = [f"{m:.3f} +- {s:.3f}" for m, s in zip(a.mean(axis=0), sd, strict=True)]
-        print(f"| {folders[0].name} | {len(a)} | " + " | ".join(cells) + " |")
+        rows = run_rows(folders)
+        cells = [_ms(col, ".3f") for col in zip(*rows, strict=True)]
+        print(f"| {folders[0].name} | {len(rows)} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
