@@ -214,10 +214,14 @@ def main(argv: list[str] | None = None) -> None:
     print(f"[fedprune-study] {len(jobs)} jobs, {done} already done, {len(stale)} stale, "
           f"{len(todo)} to run; results in {root}", flush=True)
     if args.dry_run:
-        for j in jobs:
-            print(f"  {state[j.key]:<5} {j.key}  ({j.num_supernodes} clients)")
-            for d in stale.get(j.key, []):
-                print(f"          {d}")
+        try:
+            for j in jobs:
+                print(f"  {state[j.key]:<5} {j.key}  ({j.num_supernodes} clients)")
+                for d in stale.get(j.key, []):
+                    print(f"          {d}")
+            sys.stdout.flush()
+        except BrokenPipeError:  # the listing piped into `head`: stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return
     if stale and not args.rerun_stale:
         lines = [f"  {k}: " + "; ".join(d) for k, d in stale.items()]

@@ -2,6 +2,9 @@
 
 import dataclasses
 import json
+import shlex
+import subprocess
+import sys
 
 import pytest
 
@@ -56,6 +59,18 @@ def test_a_study_file_expands_to_every_run_grid_point_and_seed(study_file):
     assert by_key["demo/fedprune__sparsity=0.5__path/seed-0"].overrides["lr"] == 0.01
     jobs = load_study(study_file, {"lr": 0.2}, seeds=[7])
     assert {j.seed for j in jobs} == {7} and {j.overrides["lr"] for j in jobs} == {0.2}
+
+
+def test_a_dry_run_piped_into_head_stops_without_a_traceback(study_file, tmp_path):
+    """`fedprune-study FILE --dry-run | head -1`: the closed pipe ends the listing quietly."""
+    # 200 seeds: 1600 lines (about 150 kB), more than a pipe holds, so the listing outlives `head`
+    cmd = (f"{shlex.quote(sys.executable)} -m strategies.study {shlex.quote(str(study_file))} "
+           f"--out {shlex.quote(str(tmp_path / 'out'))} --seeds $(seq 0 199) --dry-run | head -1")
+    p = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=120,
+                       cwd=study.ROOT)
+    assert p.stdout.startswith("[fedprune-study] 1600 jobs, 0 already done")
+    assert len(p.stdout.splitlines()) == 1
+    assert "Traceback" not in p.stderr and "BrokenPipe" not in p.stderr, p.stderr
 
 
 def test_a_bad_study_file_names_the_file_and_the_run(study_file, tmp_path):
