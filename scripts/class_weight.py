@@ -7,7 +7,9 @@ received over the previous K rounds. Prints, per run, the relative weight
 (weight x clients in the round; 1.0 = an equal share) of the quarter of
 client-rounds whose classes got the least recent weight against the quarter
 whose classes got the most, how often each quarter was in the trusted half, and
-the correlation over all client-rounds.
+the correlation over all client-rounds; and per round, how many classes the
+trusted half holds between them and the entropy of the class weights the round
+applied (log2 10 = 3.32 bits for ten equally weighted classes).
 
     python scripts/class_weight.py docs/results/runs/compare-mnist \\
         fedprune__pathological-2 fedprune-clip3-hist0.9__pathological-2 --window 5
@@ -57,6 +59,25 @@ def class_bias(rounds: list[dict], shares: np.ndarray, window: int) -> np.ndarra
     return np.array(rows).reshape(-1, 3)
 
 
+def round_class_stats(rounds: list[dict], shares: np.ndarray) -> np.ndarray:
+    """Rows (classes the trusted clients hold, entropy in bits of the round's class weights).
+
+    A round's class weights are sum over its clients of weight x class distribution,
+    normalised to 1; rounds without a trusted set give NaN in the first column.
+    """
+    rows = []
+    for r in rounds:
+        con = r.get("contributions")
+        if not con:
+            continue
+        trusted = [int(c) for c in r.get("trusted_clients", [])]
+        held = float((shares[trusted].sum(axis=0) > 0).sum()) if trusted else float("nan")
+        mass = sum(v["weight"] * shares[int(c)] for c, v in con.items())
+        p = mass[mass > 0] / mass.sum()
+        rows.append((held, float(-(p * np.log2(p)).sum())))
+    return np.array(rows).reshape(-1, 2)
+
+
 def class_shares(config: dict, num_partitions: int, data_dir: str) -> np.ndarray:
     """(clients, classes): each client's class distribution, its partition rebuilt."""
     cfg = RunConfig.from_mapping(config, allow_extra=True)
@@ -76,22 +97,26 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data-dir", default=os.environ.get("FEDPRUNE_DATA_DIR", ""))
     args = p.parse_args(argv)
     print("| run | seeds | client-rounds | least recent weight: rel. weight, trusted "
-          "| most recent weight: rel. weight, trusted | corr |")
-    print("|---|---|---|---|---|---|")
+          "| most recent weight: rel. weight, trusted | corr | classes the trusted hold "
+          "| class-weight entropy (bits) |")
+    print("|---|---|---|---|---|---|---|---|")
     for run in args.runs:
-        rows, seeds = [], []
+        rows, seeds, per_round = [], [], []
         for path in sorted((args.study / run).glob("seed-*/results.json")):
             res = json.loads(path.read_text())
             shares = class_shares(res["config"], args.clients, args.data_dir)
             rows.append(class_bias(res["rounds"], shares, args.window))
+            per_round.append(round_class_stats(res["rounds"], shares))
             seeds.append(res["config"]["seed"])
         if not rows:
             raise SystemExit(f"no results.json under {args.study / run}")
         a = np.concatenate(rows)
+        b = np.concatenate(per_round)
         lo, hi = a[:, 0] <= np.quantile(a[:, 0], 0.25), a[:, 0] >= np.quantile(a[:, 0], 0.75)
         print(f"| {run} | {len(seeds)} | {len(a)} | {a[lo, 1].mean():.3f}, {a[lo, 2].mean():.2f} "
               f"| {a[hi, 1].mean():.3f}, {a[hi, 2].mean():.2f} "
-              f"| {np.corrcoef(a[:, 0], a[:, 1])[0, 1]:+.3f} |")
+              f"| {np.corrcoef(a[:, 0], a[:, 1])[0, 1]:+.3f} "
+              f"| {np.nanmean(b[:, 0]):.2f} | {b[:, 1].mean():.3f} |")
 
 
 if __name__ == "__main__":

@@ -89,13 +89,17 @@ class Deployment:
         return proc
 
     def stop_all(self) -> None:
-        """SuperExecs and SuperNodes first, then the SuperLink; SIGTERM, then SIGKILL after 10 s."""
-        order = {"superexec": 0, "supernode": 1, "superlink": 2}
-        for name, proc in sorted(self.procs, key=lambda p: order[p[0].split("-")[0]]):
-            if proc.poll() is None:
+        """SuperExecs, then SuperNodes, then the SuperLink: each tier gets SIGTERM at once,
+        and whatever of it still runs 10 s later gets SIGKILL (its process group)."""
+        order = ("superexec", "supernode", "superlink")
+        for tier in order:
+            live = [(n, p) for n, p in self.procs if n.split("-")[0] == tier and p.poll() is None]
+            for _, proc in live:
                 proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 10.0
+            for name, proc in live:
                 try:
-                    proc.wait(timeout=10)
+                    proc.wait(timeout=max(0.0, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()

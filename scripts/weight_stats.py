@@ -5,7 +5,8 @@ that FedPrune stores in results.json and prints, for each run, mean +- std over
 seeds of: last-5 accuracy, clients clipped per round, the effective share of
 clients (1 / sum of squared weights, over the clients of the round: 1.0 when
 all weights are equal), the largest client weight, the mean round-to-round
-accuracy change (absolute) and the lowest accuracy of the last 10 rounds.
+accuracy change (absolute), the number of rounds in which accuracy fell by more
+than 10 points from the round before, and the lowest accuracy of the last 10 rounds.
 
     python scripts/weight_stats.py \\
         docs/results/runs/compare-mnist/fedprune__pathological-2,docs/results/runs/history-mnist/fedprune
@@ -25,7 +26,7 @@ import numpy as np
 from fedprune.report import _ms, last_mean
 
 COLUMNS = ("last-5 acc", "clipped / round", "effective share", "max weight",
-           "mean |acc change|", "lowest of last 10")
+           "mean |acc change|", "drops > 10 pts", "lowest of last 10")
 
 
 def seed_stats(rounds: list[dict]) -> tuple[float, ...]:
@@ -40,6 +41,7 @@ def seed_stats(rounds: list[dict]) -> tuple[float, ...]:
             float(np.mean([1.0 / np.sum(x * x) / len(x) for x in w])),
             float(np.mean([x.max() for x in w])),
             float(np.mean(np.abs(np.diff(acc)))),
+            float(np.sum(np.diff(acc) < -0.10)),
             float(acc[-10:].min()))
 
 

@@ -41,6 +41,18 @@ def test_recent_class_weight_follows_the_class_distribution():
     np.testing.assert_allclose(rows[:, 1], [1.6, 0.4])
 
 
+def test_trusted_classes_and_class_weight_entropy():
+    shares = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.5, 0.5, 0.0], [0.0, 0.0, 1.0]])
+    rounds = [
+        {"round": 0},  # no contributions: skipped
+        _round({0: 0.5, 1: 0.5}, trusted=[0, 2]),  # trusted hold classes 0, 1; weights 1:1
+        _round({2: 0.5, 3: 0.5}),  # no trusted set; classes 0, 1, 2 at 1:1:2
+    ]
+    rows = class_weight.round_class_stats(rounds, shares)
+    assert rows.shape == (2, 2) and rows[0, 0] == 2 and np.isnan(rows[1, 0])
+    np.testing.assert_allclose(rows[:, 1], [1.0, 1.5])
+
+
 def test_window_longer_than_history_gives_no_rows():
     rows = class_weight.class_bias([_round({0: 1.0})], np.ones((1, 1)), window=1)
     assert rows.shape == (0, 3)

@@ -16,8 +16,11 @@ def test_tls_auth_deployment_runs_fedprune_and_refuses_unregistered_node(tmp_pat
     proc = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "local_deploy.py"), "--nodes", "3", "--tls",
          "--auth", "--unregistered-probe", "--workdir", str(tmp_path / "work"), "--timeout", "600",
+         # 400 examples per client, a larger step and 1,000 test images: the run's time
+         # here is process start-up (a ClientApp process per message), not training
          "--run-config",
-         f"strategy='fedprune' num-server-rounds=2 local-epochs=1 results-dir='{out}'"],
+         f"strategy='fedprune' num-server-rounds=2 local-epochs=1 max-client-samples=400 "
+         f"batch-size=16 lr=0.05 eval-samples=1000 results-dir='{out}'"],
         capture_output=True, text=True, timeout=900,
     )
     log = proc.stdout + proc.stderr

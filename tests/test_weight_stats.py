@@ -22,14 +22,17 @@ def test_seed_stats_of_known_rounds():
         {"round": 0, "accuracy": 0.1},  # initial evaluation: no weights, skipped
         _round(0.5, {0: 0.5, 1: 0.5}),
         _round(0.7, {0: 0.75, 1: 0.25}, clipped=[1]),
+        _round(0.55, {0: 0.5, 1: 0.5}),  # a drop of 15 points
+        _round(0.5, {0: 0.5, 1: 0.5}),  # 5 points: not counted
     ]
-    last5, clipped, share, top, change, low = weight_stats.seed_stats(rounds)
-    assert last5 == pytest.approx(0.6)
-    assert clipped == pytest.approx(0.5)
+    last5, clipped, share, top, change, drops, low = weight_stats.seed_stats(rounds)
+    assert last5 == pytest.approx(0.5625)  # round 0 excluded: (0.5 + 0.7 + 0.55 + 0.5) / 4
+    assert clipped == pytest.approx(0.25)
     # equal weights: 1 / (2 * 0.25) / 2 = 1; 0.75/0.25: 1 / 0.625 / 2 = 0.8
-    assert share == pytest.approx(0.9)
-    assert top == pytest.approx(0.625)
-    assert change == pytest.approx(0.2)
+    assert share == pytest.approx(0.95)
+    assert top == pytest.approx(0.5625)
+    assert change == pytest.approx((0.2 + 0.15 + 0.05) / 3)
+    assert drops == 1
     assert low == pytest.approx(0.5)
 
 
