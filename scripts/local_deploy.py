@@ -165,7 +165,19 @@ class Deployment:
                        check=True)
         return key
 
+    def register(self, names: list[str]) -> None:
+        """Make a key pair per node and register the public keys, all at once."""
+        keys = [self.keypair(name) for name in names]
+        procs = [subprocess.Popen([tool("flwr"), "supernode", "register", f"{key}.pub",
+                                   "local-deploy", "--name", name], env=self.env, cwd=ROOT)
+                 for name, key in zip(names, keys, strict=True)]
+        for name, proc in zip(names, procs, strict=True):
+            if proc.wait(timeout=120) != 0:
+                raise SystemExit(f"flwr supernode register failed for {name}")
+
     def supernode(self, i: int, n: int, register: bool = True) -> subprocess.Popen[bytes]:
+        """Start node ``i`` of ``n`` (with ``--auth``: with its key; ``register=False``: a
+        key the SuperLink never saw, and no ClientApp SuperExec)."""
         name = f"supernode-{i}"
         port = free_port()
         cmd = [tool("flower-supernode"), "--superlink", f"127.0.0.1:{self.port}", "--port",
@@ -173,9 +185,11 @@ class Deployment:
                "--max-retries", "3", "--max-wait-time", "30", "--isolation", self.isolation]
         cmd += ["--root-certificates", str(self.certs / "ca.crt")] if self.tls else ["--insecure"]
         if self.auth:
-            key = self.keypair(name)
-            if register:
-                self.flwr("supernode", "register", str(key) + ".pub", "local-deploy", "--name", name)
+            key = self.work / "keys" / name
+            if not register:
+                key = self.keypair(name)
+            elif not key.exists():
+                raise RuntimeError(f"{name}: call register() before starting it")
             cmd += ["--auth-supernode-private-key", str(key)]
         proc = self.start(name, cmd)
         if self.isolation == "process" and register:
@@ -221,10 +235,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.tls:
             dep.certs = dep.certificates()
         dep.superlink()
+        probe = None
         if args.unregistered_probe:
             if not args.auth:
                 raise SystemExit("--unregistered-probe needs --auth")
+            # the node with a key nobody registered tries to connect while the others'
+            # keys are being registered; its verdict is read before the run
             probe = dep.supernode(args.nodes, args.nodes + 1, register=False)
+        if args.auth:
+            dep.register([f"supernode-{i}" for i in range(args.nodes)])
+        for i in range(args.nodes):
+            dep.supernode(i, args.nodes)
+        if probe is not None:
             try:
                 code = probe.wait(timeout=120)
             except subprocess.TimeoutExpired:
@@ -234,8 +256,8 @@ def main(argv: list[str] | None = None) -> int:
             refused = code is not None and code != 0 and "Exit Code: 305" in text
             print(f"[deploy] unregistered node exited ({code}): "
                   f"{'refused by the SuperLink (305)' if refused else 'NOT refused'}", flush=True)
-        for i in range(args.nodes):
-            dep.supernode(i, args.nodes)
+            if not refused:
+                raise SystemExit("the SuperLink did not refuse the unregistered node")
         status = dep.run(args.run_config, args.timeout)
     finally:
         dep.stop_all()
