@@ -171,9 +171,16 @@ class Deployment:
         procs = [subprocess.Popen([tool("flwr"), "supernode", "register", f"{key}.pub",
                                    "local-deploy", "--name", name], env=self.env, cwd=ROOT)
                  for name, key in zip(names, keys, strict=True)]
-        for name, proc in zip(names, procs, strict=True):
-            if proc.wait(timeout=120) != 0:
-                raise SystemExit(f"flwr supernode register failed for {name}")
+        codes = []
+        for proc in procs:
+            try:
+                codes.append(proc.wait(timeout=120))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                codes.append(proc.wait())
+        failed = [name for name, code in zip(names, codes, strict=True) if code != 0]
+        if failed:
+            raise SystemExit(f"flwr supernode register failed for {', '.join(failed)}")
 
     def supernode(self, i: int, n: int, register: bool = True) -> subprocess.Popen[bytes]:
         """Start node ``i`` of ``n`` (with ``--auth``: with its key; ``register=False``: a
