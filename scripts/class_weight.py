@@ -33,6 +33,11 @@ from fedprune.data.datasets import load_dataset
 from fedprune.data.partition import cached_partition_indices
 
 
+def class_mass(contributions: dict, shares: np.ndarray) -> np.ndarray:
+    """A round's class weights: sum over its clients of weight x class distribution."""
+    return sum(v["weight"] * shares[int(c)] for c, v in contributions.items())
+
+
 def class_bias(rounds: list[dict], shares: np.ndarray, window: int) -> np.ndarray:
     """Rows (recent class weight, relative weight, trusted) per client-round after ``window``.
 
@@ -48,7 +53,7 @@ def class_bias(rounds: list[dict], shares: np.ndarray, window: int) -> np.ndarra
         con = r.get("contributions")
         if not con:
             continue
-        mass = sum(v["weight"] * shares[int(c)] for c, v in con.items())
+        mass = class_mass(con, shares)
         if len(applied) >= window:
             recent = np.mean(applied[-window:], axis=0)
             trusted = set(r.get("trusted_clients", []))
@@ -62,8 +67,8 @@ def class_bias(rounds: list[dict], shares: np.ndarray, window: int) -> np.ndarra
 def round_class_stats(rounds: list[dict], shares: np.ndarray) -> np.ndarray:
     """Rows (classes the trusted clients hold, entropy in bits of the round's class weights).
 
-    A round's class weights are sum over its clients of weight x class distribution,
-    normalised to 1; rounds without a trusted set give NaN in the first column.
+    A round's class weights (:func:`class_mass`) are normalised to 1; rounds without a
+    trusted set give NaN in the first column.
     """
     rows = []
     for r in rounds:
@@ -72,7 +77,7 @@ def round_class_stats(rounds: list[dict], shares: np.ndarray) -> np.ndarray:
             continue
         trusted = [int(c) for c in r.get("trusted_clients", [])]
         held = float((shares[trusted].sum(axis=0) > 0).sum()) if trusted else float("nan")
-        mass = sum(v["weight"] * shares[int(c)] for c, v in con.items())
+        mass = class_mass(con, shares)
         p = mass[mass > 0] / mass.sum()
         rows.append((held, float(-(p * np.log2(p)).sum())))
     return np.array(rows).reshape(-1, 2)
