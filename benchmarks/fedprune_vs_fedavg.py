@@ -131,6 +131,8 @@ def main() -> None:
                 print(f"== {name}: stored results differ in {', '.join(drift)}; kept as "
                       "results.stale.json", flush=True)
                 old.replace(target / "results.stale.json")
+            else:  # an interrupted run starts over (a new run refuses to write over it)
+                old.unlink()
         run_one(name, overrides, target)
     summarise(out)
 

@@ -34,12 +34,11 @@ from flwr.clientapp import ClientApp
 
 from clients.numpy_client import FedPruneClient
 from fedprune import codec, wire
-from fedprune.attacks import attackers, flip_labels
+from fedprune.attacks import attackers, flip_labels, malform
 from fedprune.config import DEVICES, RunConfig
 from fedprune.data import load_dataset
 from fedprune.data.loader import client_data
 from fedprune.data.noise import noise_plan
-from fedprune.data.partition import PartitionSpec
 from fedprune.models import model_from_config
 from fedprune.seeds import derive_seed
 from fedprune.training import TrainConfig, resolve_device
@@ -81,15 +80,6 @@ def compute_budget(context: Context, cfg: RunConfig, pid: int) -> float:
     return 1.0
 
 
-def partition_spec(cfg: RunConfig, num_partitions: int) -> PartitionSpec:
-    """The partition the run-config describes."""
-    return PartitionSpec(
-        partitioner=cfg.partitioner, num_partitions=num_partitions, seed=cfg.seed,
-        dirichlet_alpha=cfg.dirichlet_alpha, classes_per_client=cfg.classes_per_client,
-        shard_size=cfg.shard_size, shards_per_client=cfg.shards_per_client,
-    )
-
-
 def client_from_context(
     context: Context, overrides: Mapping[str, Any] | None = None
 ) -> FedPruneClient:
@@ -102,7 +92,7 @@ def client_from_context(
         cfg.noise_rate_max, cfg.seed,
     )
     local = client_data(
-        data, partition_spec(cfg, num_partitions), pid, test_fraction=cfg.test_fraction,
+        data, cfg.partition_spec(num_partitions), pid, test_fraction=cfg.test_fraction,
         local_test=cfg.local_test,
         noise=plan, batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size,
         seed=cfg.seed, max_train=cfg.max_client_samples,
@@ -173,6 +163,8 @@ def reply_record(
     payload = codec.encode_state(state, masks, value_dtype)
     for k, g in client.sq_grads.items():  # PruneFL reconfiguration rounds only
         payload[k + wire.SQGRAD_SUFFIX] = g.detach().cpu().numpy().astype(np.float32)
+    if client.attack == "malformed":  # a client that breaks the wire contract on purpose
+        payload, n = malform(payload, n)
     arrays = ArrayRecord({k: Array(v) for k, v in payload.items()})
     return RecordDict(
         {wire.ARRAYS: arrays, wire.METRICS: MetricRecord({**metrics, wire.NUM_EXAMPLES: n})}

@@ -27,7 +27,7 @@ from flwr.client import NumPyClient
 from torch import nn
 
 from fedprune import wire
-from fedprune.attacks import UPDATE_ATTACKS, attack_update
+from fedprune.attacks import UPDATE_ATTACKS, WIRE_ATTACKS, attack_update
 from fedprune.dst import ReadjustReport, readjust_hook
 from fedprune.flops import forward_order, layer_macs, partial_training_flops, training_flops
 from fedprune.masks import layer_budgets, prune_by_magnitude
@@ -51,7 +51,8 @@ class FedPruneClient(NumPyClient):
     seed : base seed; each round trains with a seed derived from (seed, round)
     metrics : extra scalars reported with every fit (e.g. ``client-id``)
     initial_state : the model's initial weights (LotteryFL rewinds kept weights to them)
-    attack : ``none`` (honest) or an update attack of :mod:`fedprune.attacks`
+    attack : ``none`` (honest), an update attack of :mod:`fedprune.attacks`, or
+        ``malformed`` (trains honestly; the ClientApp breaks the reply's wire contract)
         (``sign-flip``, ``scale``, ``noise``) applied to what :meth:`fit` returns;
         ``attack_scale`` is the factor of ``scale``
     input_shape : one example's shape (no batch dimension); when given, every fit
@@ -88,8 +89,9 @@ class FedPruneClient(NumPyClient):
         self.sq_grads: dict[str, torch.Tensor] = {}
         self._keys = list(model.state_dict().keys())
         self.initial_state = initial_state
-        if attack not in ("none", *UPDATE_ATTACKS):
-            raise ValueError(f"client attack must be 'none' or one of {UPDATE_ATTACKS}, got {attack!r}")
+        if attack not in ("none", *UPDATE_ATTACKS, *WIRE_ATTACKS):
+            raise ValueError(f"client attack must be 'none' or one of {UPDATE_ATTACKS + WIRE_ATTACKS}, "
+                             f"got {attack!r}")
         self.attack, self.attack_scale = attack, attack_scale
         self._macs = layer_macs(model, tuple(input_shape)) if input_shape is not None else None
         self._input_shape = tuple(input_shape) if input_shape is not None else None
@@ -119,7 +121,7 @@ class FedPruneClient(NumPyClient):
         names = config.get(wire.FEDBT_TRAIN)
         self.trainable = None if names is None else [str(n) for n in names]
         received = ({k: np.array(p, copy=True) for k, p in zip(self._keys, parameters, strict=True)}
-                    if self.attack != "none" else None)
+                    if self.attack in UPDATE_ATTACKS else None)
         cfg = self.train_config
         cfg = TrainConfig(
             epochs=int(config.get(wire.LOCAL_EPOCHS, cfg.epochs)),

@@ -11,6 +11,9 @@ attack         what an attacking client uploads
                L2 norm per tensor as its honest update (so a norm check alone
                cannot spot it)
 ``label-flip`` an honest update computed on flipped labels: ``y -> C - 1 - y``
+``malformed``  a reply that breaks the wire contract (:func:`malform`): the first
+               dense tensor one element too long and ``num-examples`` 2**62; the
+               server must refuse it (the deployment test's bad SuperNode)
 =============  ==================================================================
 
 ``w0`` is what the client received and ``w`` what it trained. Only values on
@@ -26,8 +29,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
-ATTACKS = ("none", "sign-flip", "scale", "noise", "label-flip")
+ATTACKS = ("none", "sign-flip", "scale", "noise", "label-flip", "malformed")
 UPDATE_ATTACKS = ("sign-flip", "scale", "noise")
+WIRE_ATTACKS = ("malformed",)
 
 
 def attackers(num_clients: int, fraction: float, seed: int) -> frozenset[int]:
@@ -88,3 +92,16 @@ def attack_update(
             new = np.where(m, new, 0).astype(w.dtype)
         out[name] = new.astype(w.dtype)
     return out
+
+
+def malform(payload: Mapping[str, np.ndarray], num_examples: int) -> tuple[dict[str, np.ndarray], int]:
+    """A malformed reply (attack ``malformed``): the first tensor that travels dense
+    (not ``#values`` / ``#mask``) one element longer, and ``num-examples`` 2**62, which
+    would take the whole data-size-weighted aggregate if it were accepted."""
+    out = dict(payload)
+    for name, arr in out.items():
+        if not name.endswith(("#values", "#mask")):
+            flat = np.asarray(arr).reshape(-1)
+            out[name] = np.concatenate([flat, flat[:1]])
+            break
+    return out, 2**62

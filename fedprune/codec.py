@@ -103,7 +103,19 @@ def _rice_decode(payload: np.ndarray, k: int, b: int) -> np.ndarray:
     if k and len(payload) - n_low != (int(ends[-1]) + 1 + 7) // 8:
         raise CodecError("rice payload has trailing bytes")
     q = np.diff(ends, prepend=-1) - 1
-    return (q << b) | low
+    return q, low
+
+
+def _rice_gaps(payload: np.ndarray, k: int, b: int, n: int) -> np.ndarray:
+    """The ``k`` gaps of a Rice-coded mask over ``n`` positions; each gap must fit
+    (``q * 2**b + low < n``), checked before the shift so it cannot wrap in int64."""
+    q, low = _rice_decode(payload, k, b)
+    if k and int(q.max()) > (n >> b):
+        raise CodecError("rice-coded gap larger than the tensor")
+    gaps = (q << b) | low
+    if k and int(gaps.max()) >= n:
+        raise CodecError("rice-coded gap larger than the tensor")
+    return gaps
 
 
 def encode(tensor: np.ndarray, mask: np.ndarray, value_dtype: str = "float32") -> Encoded:
@@ -164,8 +176,9 @@ def decode_positions(enc_mask: np.ndarray, k: int, n: int) -> np.ndarray:
     elif kind == RICE:
         if not 0 <= b < 40:
             raise CodecError(f"rice parameter {b} out of range")
-        # gaps are >= 0, so the positions strictly increase: no repeats to count
-        pos = np.cumsum(_rice_decode(body, k, b) + 1) - 1
+        # each gap is in [0, n], so the positions strictly increase (no repeats) and
+        # their sum cannot wrap; the last must still fall inside the tensor
+        pos = np.cumsum(_rice_gaps(body, k, b, n) + 1) - 1
         if k and (pos[-1] >= n or pos[0] < 0):
             raise CodecError("rice-coded positions fall outside the tensor")
     else:
@@ -193,11 +206,18 @@ def _value_dtype(name: str) -> type:
     return np.float16 if name == "float16" else np.float32
 
 
-def decode(enc: Encoded, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """(dense float32 tensor with zeros outside the mask, boolean mask)."""
+def decode(
+    enc: Encoded, shape: tuple[int, ...], value_dtype: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(dense float32 tensor with zeros outside the mask, boolean mask).
+
+    ``value_dtype`` (``float32`` / ``float16``): the values must be exactly that
+    width (what the receiver asked for); None accepts either."""
     values = np.asarray(enc.values)
     if values.dtype not in (np.float32, np.float16) or values.ndim != 1:
         raise CodecError("values must be a float32 or float16 vector")
+    if value_dtype is not None and values.dtype != _value_dtype(value_dtype):
+        raise CodecError(f"values are {values.dtype}, the run sends {value_dtype}")
     n = int(np.prod(shape, dtype=np.int64))
     pos = decode_positions(enc.mask, len(values), n)
     out = np.zeros(n, np.float32)
@@ -241,16 +261,20 @@ def widen(arr: np.ndarray) -> np.ndarray:
 
 
 def decode_state(
-    arrays: Mapping[str, np.ndarray], shapes: Mapping[str, tuple[int, ...]]
+    arrays: Mapping[str, np.ndarray], shapes: Mapping[str, tuple[int, ...]],
+    dtypes: Mapping[str, np.dtype] | None = None, value_dtype: str | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Inverse of :func:`encode_state`: (dense state, masks of the encoded tensors).
 
-    ``shapes`` are the model's (name -> shape), which decides what is expected.
+    ``shapes`` are the model's (name -> shape), which decides what is expected;
+    every dense tensor must have its shape. With ``dtypes`` (the model's) and
+    ``value_dtype`` (the run's codec dtype), a dense tensor must arrive in the
+    dtype :func:`encode_state` gives it, and encoded values in ``value_dtype``.
 
     Raises
     ------
     CodecError
-        On a missing, unexpected or undecodable entry.
+        On a missing, unexpected, misshapen or undecodable entry.
     """
     state: dict[str, np.ndarray] = {}
     masks: dict[str, np.ndarray] = {}
@@ -261,10 +285,20 @@ def decode_state(
             if vk not in arrays or mk not in arrays:
                 raise CodecError(f"{name}: needs both {vk!r} and {mk!r}")
             expected.update((vk, mk))
-            state[name], masks[name] = decode(Encoded(arrays[vk], arrays[mk]), tuple(shape))
+            state[name], masks[name] = decode(Encoded(arrays[vk], arrays[mk]), tuple(shape),
+                                              value_dtype)
         elif name in arrays:
             expected.add(name)
-            state[name] = widen(arrays[name])
+            arr = np.asarray(arrays[name])
+            if tuple(arr.shape) != tuple(shape):
+                raise CodecError(f"{name}: shape {tuple(arr.shape)}, expected {tuple(shape)}")
+            if dtypes is not None:
+                want = np.dtype(dtypes[name])
+                if want == np.float32 and value_dtype is not None:
+                    want = np.dtype(_value_dtype(value_dtype))
+                if arr.dtype != want:
+                    raise CodecError(f"{name}: dtype {arr.dtype}, expected {want}")
+            state[name] = widen(arr)
         else:
             raise CodecError(f"{name}: missing from the payload")
     extra = set(arrays) - expected

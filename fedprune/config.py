@@ -13,18 +13,22 @@ run-config, behaves like ``flwr run .``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fedprune.contribution import REFERENCES as CGSV_REFERENCES
+
+if TYPE_CHECKING:
+    from fedprune.data.partition import PartitionSpec
 
 DATA_DIR_ENV = "FEDPRUNE_DATA_DIR"
 
 NOISE_TYPES = ("none", "symmetric", "pairflip")
-ATTACKS = ("none", "sign-flip", "scale", "noise", "label-flip")  # see fedprune.attacks
+ATTACKS = ("none", "sign-flip", "scale", "noise", "label-flip", "malformed")  # fedprune.attacks
 DEVICES = ("cpu", "cuda", "auto")
 CODEC_DTYPES = ("float32", "float16")
 ADAPTIVE_DENSITY = ("none", "budget", "contribution")
@@ -34,6 +38,10 @@ FEDBT_MODES = ("pretrain", "finetune")  # see fedprune.partial
 class ConfigError(ValueError):
     """A run-config key or value is wrong; the message says which and why."""
 
+
+# Keys that do not change what a run computes: a resumed run may differ in them.
+NOT_COMPUTED = frozenset({"resume", "overwrite", "checkpoint-every", "results-dir", "data-dir",
+                          "download", "round-timeout"})
 
 # Keys whose default, when they were added, differs from what the runs written
 # before them did: a stored config (results.json, checkpoint) without the key ran
@@ -138,6 +146,12 @@ class RunConfig:
     compute_budgets: str = ""
     round_timeout: float = 600.0
     round_retries: int = 0
+    # a run into a results-dir that holds another run's results.json is refused unless
+    # this is set (or resume continues that run)
+    overwrite: bool = False
+    # the most num-examples a training reply may claim (0 = the largest training partition
+    # of this run, computed by the server from the run-config); larger claims are rejected
+    max_num_examples: int = 0
     # Keys a caller may add on top (for example a plug-in app's own keys) are
     # kept here untouched when ``allow_extra`` is set in ``from_mapping``.
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -198,7 +212,12 @@ class RunConfig:
 
     def validate(self) -> None:
         """Range checks; raise ConfigError naming the key."""
+        for key, fld in self.keys().items():  # inf / nan pass every range check below
+            value = getattr(self, fld.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"run-config {key!r} must be a finite number (got {value!r})")
         checks = [
+            (self.seed >= 0, "seed", "must be >= 0"),
             (self.num_server_rounds >= 1, "num-server-rounds", "must be >= 1"),
             (0.0 < self.fraction_train <= 1.0, "fraction-train", "must be in (0, 1]"),
             (0.0 <= self.fraction_evaluate <= 1.0, "fraction-evaluate", "must be in [0, 1]"),
@@ -275,11 +294,23 @@ class RunConfig:
             (self.fedbt_top >= 0, "fedbt-top", "must be >= 0"),
             (self.round_timeout > 0, "round-timeout", "must be > 0"),
             (self.round_retries >= 0, "round-retries", "must be >= 0 (0 = skip the round)"),
+            (self.max_num_examples >= 0, "max-num-examples",
+             "must be >= 0 (0 = the largest training partition of the run)"),
             (self.checkpoint_every >= 0, "checkpoint-every", "must be >= 0 (0 = no checkpoints)"),
         ]
         for ok, key, why in checks:
             if not ok:
                 raise ConfigError(f"run-config {key!r} {why} (got {self.to_dict()[key]!r})")
+
+    def partition_spec(self, num_partitions: int) -> PartitionSpec:
+        """The partition of the training set this run-config describes."""
+        from fedprune.data.partition import PartitionSpec  # local: fedprune.data imports config
+
+        return PartitionSpec(
+            partitioner=self.partitioner, num_partitions=num_partitions, seed=self.seed,
+            dirichlet_alpha=self.dirichlet_alpha, classes_per_client=self.classes_per_client,
+            shard_size=self.shard_size, shards_per_client=self.shards_per_client,
+        )
 
     def fedmp_arms_tuple(self) -> tuple[float, ...]:
         """``fedmp-arms`` as a tuple of densities."""

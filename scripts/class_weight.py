@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 
-from clients.client_app import partition_spec
 from fedprune.config import RunConfig
 from fedprune.data.datasets import load_dataset
 from fedprune.data.partition import cached_partition_indices
@@ -88,7 +87,7 @@ def class_shares(config: dict, num_partitions: int, data_dir: str) -> np.ndarray
     cfg = RunConfig.from_mapping(config, allow_extra=True)
     data = load_dataset(cfg.dataset, data_dir)
     y = data.y_train.numpy()
-    parts = cached_partition_indices(y, partition_spec(cfg, num_partitions), data.writers_train)
+    parts = cached_partition_indices(y, cfg.partition_spec(num_partitions), data.writers_train)
     counts = np.stack([np.bincount(y[p], minlength=data.num_classes) for p in parts])
     return counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
 

@@ -2,8 +2,8 @@
 """Deploy fedprune on this machine as on real ones: a SuperLink and N SuperNodes.
 
     python scripts/local_deploy.py --nodes 3                       # insecure
-    python scripts/local_deploy.py --nodes 3 --tls --auth           # TLS + SuperNode auth
-    python scripts/local_deploy.py --nodes 3 --tls --auth \\
+    python scripts/local_deploy.py --nodes 3 --tls                  # the secure variant
+    python scripts/local_deploy.py --nodes 3 --tls --security-probes \
         --run-config "strategy='fedprune' num-server-rounds=2"
 
 Every process is a Flower 1.41 Deployment Engine process on 127.0.0.1, in the
@@ -11,19 +11,26 @@ same topology as docker/compose.yaml: ``flower-superlink --isolation process``
 (Fleet, Control and Runtime APIs on one port) with the ServerApp's
 ``flower-superexec``, and per client a ``flower-supernode --isolation process
 --node-config "partition-id=i num-partitions=N"`` with its ClientApp
-``flower-superexec``. With ``--tls`` a CA and a
-server certificate (SANs localhost, 127.0.0.1) are made with openssl
-(docker/make-certs.sh); with ``--auth`` (needs TLS) each node gets an ECDSA
-key pair, its public key is registered with ``flwr supernode register``, and
-the SuperLink only accepts registered nodes. The run is submitted with
-``flwr run <app> local-deploy --stream``; its real status is read with
-``flwr ls`` (``flwr run`` exits 0 even on failure). Every process started
-here is stopped by PID at the end (SuperNodes first), also on failure.
+``flower-superexec``.
 
-Exit code 0 only if the run finished as ``finished:completed``.
-``--unregistered-probe`` starts one extra node whose key was never
-registered and checks that the SuperLink refuses it (the node exits and logs
-Flower's exit code 305).
+``--tls`` is the secure variant (docs/deployment.md): a CA and a server
+certificate (SANs localhost, 127.0.0.1) made with openssl
+(docker/make-certs.sh); SuperNode authentication (each node gets an ECDSA key
+pair whose public key is registered with ``flwr supernode register``; the
+SuperLink accepts registered nodes only); SuperExec authentication (one
+shared secret for the SuperLink, the SuperNodes and every SuperExec); and the
+SuperLink on 127.0.0.1 only, reached by the SuperNodes through the Fleet-only
+gateway (scripts/fleet_gateway.py), the one port other machines would reach.
+The Control API (``flwr``) is used on the SuperLink's own port, from this
+host. (``--auth`` is accepted and implied by ``--tls``.)
+
+The run is submitted with ``flwr run <app> local-deploy --stream``; its real
+status is read with ``flwr ls`` (``flwr run`` exits 0 even on failure). Every
+process started here is stopped by PID at the end (SuperNodes first), also on
+failure. Exit code 0 only if the run finished as ``finished:completed`` (and,
+with ``--security-probes``, every probe was refused: a node with an
+unregistered key, a node without TLS, a node trusting another CA, a SuperExec
+without the shared secret, and Control calls on the Fleet address).
 """
 
 from __future__ import annotations
@@ -31,13 +38,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,9 +78,14 @@ class Deployment:
     def __init__(self, work: Path, tls: bool, auth: bool, isolation: str = "process") -> None:
         if auth and not tls:
             raise SystemExit("--auth needs --tls (Flower's SuperNode authentication runs over TLS)")
-        self.work, self.tls, self.auth, self.isolation = work, tls, auth, isolation
+        # the TLS variant is the secure one: SuperNode and SuperExec authentication on,
+        # and the SuperLink reached from outside only through the Fleet gateway
+        self.work, self.tls, self.auth, self.isolation = work, tls, tls, isolation
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
-        self.port = free_port()
+        self.port = free_port()  # the SuperLink: Fleet, Control and Runtime APIs, 127.0.0.1 only
+        # where SuperNodes connect: the Fleet-only gateway with TLS, else the SuperLink
+        self.fleet_port = free_port() if tls else self.port
+        self.secret: Path | None = None  # the SuperExec shared secret (TLS variant)
         # Flower starts flwr-serverapp / flwr-clientapp by name: put this Python's bin first
         path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
         self.env = {**os.environ, "PATH": path, "FLWR_HOME": str(work / "flwr-home"),
@@ -91,7 +107,7 @@ class Deployment:
     def stop_all(self) -> None:
         """SuperExecs, then SuperNodes, then the SuperLink: each tier gets SIGTERM at once,
         and whatever of it still runs 10 s later gets SIGKILL (its process group)."""
-        order = ("superexec", "supernode", "superlink")
+        order = ("superexec", "supernode", "probe", "gateway", "superlink")
         for tier in order:
             live = [(n, p) for n, p in self.procs if n.split("-")[0] == tier and p.poll() is None]
             for _, proc in live:
@@ -116,6 +132,13 @@ class Deployment:
                        capture_output=True)
         return certs
 
+    def superexec_secret(self) -> list[str]:
+        """The SuperExec-authentication arguments (TLS variant): one shared secret for the
+        SuperLink, the SuperNodes and every SuperExec attached to them."""
+        if self.secret is None:
+            return []
+        return ["--superexec-auth-secret-file", str(self.secret)]
+
     def superlink(self) -> None:
         cmd = [tool("flower-superlink"), "--host", "127.0.0.1", "--port", str(self.port),
                "--database", str(self.work / "state.db"),
@@ -124,11 +147,14 @@ class Deployment:
             c = self.certs
             cmd += ["--ssl-ca-certfile", str(c / "ca.crt"), "--ssl-certfile",
                     str(c / "server.pem"), "--ssl-keyfile", str(c / "server.key")]
+            self.secret = self.work / "superexec.secret"
+            self.secret.write_bytes(secrets.token_hex(32).encode())
+            self.secret.chmod(0o600)
         else:
             cmd += ["--insecure"]
         if self.auth:
             cmd += ["--enable-supernode-auth"]
-        cmd += ["--isolation", self.isolation]
+        cmd += ["--isolation", self.isolation, *self.superexec_secret()]
         self.start("superlink", cmd)
         conn = {"address": f"127.0.0.1:{self.port}"}
         if self.tls:
@@ -138,25 +164,40 @@ class Deployment:
         lines = ["[superlink]", 'default = "local-deploy"', "", "[superlink.local-deploy]"]
         for k, v in conn.items():
             lines.append(f"{k} = {json.dumps(v)}")
+        if self.tls:  # the Fleet address, to show that the Control API is not served there
+            lines += ["", "[superlink.fleet-address]", f'address = "127.0.0.1:{self.fleet_port}"',
+                      f"root-certificates = {json.dumps(str(self.certs / 'ca.crt'))}"]
         (self.work / "flwr-home" / "config.toml").write_text("\n".join(lines) + "\n")
-        self.wait_ready()
+        self.wait_ready(self.port, "superlink")
+        if self.tls:
+            c = self.certs
+            self.start("gateway", [sys.executable, str(ROOT / "scripts" / "fleet_gateway.py"),
+                                   "--listen", f"127.0.0.1:{self.fleet_port}", "--upstream",
+                                   f"https://127.0.0.1:{self.port}", "--ca", str(c / "ca.crt"),
+                                   "--certfile", str(c / "server.pem"),
+                                   "--keyfile", str(c / "server.key")])
+            self.wait_ready(self.fleet_port, "gateway")
         if self.isolation == "process":
             # the ServerApp's SuperExec, attached to the SuperLink's Runtime API
-            tls = ["--root-certificates", str(self.certs / "ca.crt")] if self.tls else ["--insecure"]
             self.start("superexec-serverapp", [tool("flower-superexec"), "--runtime-api-address",
-                                               f"127.0.0.1:{self.port}", *tls])
+                                               f"127.0.0.1:{self.port}", *self.link_tls(),
+                                               *self.superexec_secret()])
 
-    def wait_ready(self, timeout: float = 60.0) -> None:
+    def link_tls(self) -> list[str]:
+        return ["--root-certificates", str(self.certs / "ca.crt")] if self.tls else ["--insecure"]
+
+    def wait_ready(self, port: int, name: str, timeout: float = 60.0) -> None:
+        proc = dict(self.procs)[name]
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
                     time.sleep(1.0)
                     return
-            if self.procs[0][1].poll() is not None:
-                raise SystemExit(f"SuperLink exited; see {self.work / 'logs' / 'superlink.log'}")
+            if proc.poll() is not None:
+                raise SystemExit(f"{name} exited; see {self.work / 'logs' / f'{name}.log'}")
             time.sleep(0.5)
-        raise SystemExit("SuperLink did not open its port in time")
+        raise SystemExit(f"{name} did not open its port in time")
 
     def keypair(self, name: str) -> Path:
         key = self.work / "keys" / name
@@ -182,28 +223,90 @@ class Deployment:
         if failed:
             raise SystemExit(f"flwr supernode register failed for {', '.join(failed)}")
 
-    def supernode(self, i: int, n: int, register: bool = True) -> subprocess.Popen[bytes]:
-        """Start node ``i`` of ``n`` (with ``--auth``: with its key; ``register=False``: a
-        key the SuperLink never saw, and no ClientApp SuperExec)."""
-        name = f"supernode-{i}"
+    def supernode(self, i: int, n: int, probe: str = "") -> subprocess.Popen[bytes]:
+        """Start node ``i`` of ``n`` (TLS variant: with its registered key), or a probe
+        that the SuperLink must refuse (no ClientApp SuperExec): ``unregistered`` (a key
+        the SuperLink never saw), ``insecure`` (no TLS) or ``other-ca`` (a registered key,
+        but it trusts another CA than the SuperLink's)."""
+        name = f"probe-{probe}" if probe else f"supernode-{i}"
         port = free_port()
-        cmd = [tool("flower-supernode"), "--superlink", f"127.0.0.1:{self.port}", "--port",
+        cmd = [tool("flower-supernode"), "--superlink", f"127.0.0.1:{self.fleet_port}", "--port",
                str(port), "--node-config", f"partition-id={i} num-partitions={n}",
                "--max-retries", "3", "--max-wait-time", "30", "--isolation", self.isolation]
-        cmd += ["--root-certificates", str(self.certs / "ca.crt")] if self.tls else ["--insecure"]
-        if self.auth:
+        if probe == "insecure":
+            cmd += ["--insecure"]
+        elif probe == "other-ca":
+            other = self.work / "other-ca"
+            subprocess.run(["bash", str(ROOT / "docker" / "make-certs.sh"), str(other)],
+                           check=True, capture_output=True)
+            cmd += ["--root-certificates", str(other / "ca.crt")]
+        else:
+            cmd += self.link_tls()
+        if self.auth and probe != "insecure":
             key = self.work / "keys" / name
-            if not register:
+            if probe == "unregistered":
                 key = self.keypair(name)
             elif not key.exists():
                 raise RuntimeError(f"{name}: call register() before starting it")
             cmd += ["--auth-supernode-private-key", str(key)]
-        proc = self.start(name, cmd)
-        if self.isolation == "process" and register:
-            # the node's ClientApp SuperExec, attached to the node's Runtime API
+        proc = self.start(name, cmd + self.superexec_secret())
+        if self.isolation == "process" and not probe:
+            # the node's ClientApp SuperExec, attached to the node's Runtime API (127.0.0.1)
             self.start(f"superexec-clientapp-{i}", [tool("flower-superexec"), "--insecure",
-                                                     "--runtime-api-address", f"127.0.0.1:{port}"])
+                                                     "--runtime-api-address", f"127.0.0.1:{port}",
+                                                     *self.superexec_secret()])
         return proc
+
+    def refused(self, name: str, proc: subprocess.Popen[bytes], signs: tuple[str, ...],
+                timeout: float = 120.0) -> bool:
+        """Whether probe ``name`` was refused: it exited with an error and its log (or the
+        SuperLink's) shows one of ``signs``."""
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            code = None
+        logs = [(self.work / "logs" / f"{n}.log").read_text(errors="replace")
+                for n in (name, "superlink")]
+        ok = code is not None and any(sign in text for sign in signs for text in logs)
+        print(f"[deploy] probe {name} exited ({code}): {'refused' if ok else 'NOT refused'}",
+              flush=True)
+        return ok
+
+    def security_probes(self, n: int) -> dict[str, bool]:
+        """Start every probe at once; return probe -> refused. Call after register()."""
+        nodes = {p: self.supernode(n, n + 1, probe=p) for p in ("unregistered", "insecure",
+                                                              "other-ca")}
+        # a SuperExec without the shared secret must not attach to the Runtime API (it would
+        # run the ServerApp, i.e. code of the operator's choosing, if it could)
+        rogue = self.start("probe-superexec", [tool("flower-superexec"), "--runtime-api-address",
+                                               f"127.0.0.1:{self.port}", *self.link_tls()])
+        verdict = {
+            # Flower reports a refused connection as exit code 305
+            "unregistered": self.refused("probe-unregistered", nodes["unregistered"],
+                                         ("Exit Code: 305",)),
+            "insecure": self.refused("probe-insecure", nodes["insecure"],
+                                     ("Failed to initialize the connection",)),
+            "other-ca": self.refused("probe-other-ca", nodes["other-ca"],
+                                     ("CERTIFICATE_VERIFY_FAILED",)),
+            "superexec-without-secret": self.refused("probe-superexec", rogue,
+                                                     ("SuperExec authentication failed",)),
+        }
+        # the Control API is not served on the Fleet address: flwr ls fails there, and a
+        # Control call gets the gateway's 404 without reaching the SuperLink
+        ls = self.flwr("ls", "fleet-address", "--format", "json", check=False, capture=True)
+        ca = str(self.certs / "ca.crt")
+        ctx = ssl.create_default_context(cafile=ca)
+        req = urllib.request.Request(f"https://127.0.0.1:{self.fleet_port}/v1/control/list-runs",
+                                     data=b"", method="POST")
+        try:
+            code = urllib.request.urlopen(req, context=ctx, timeout=30).status
+        except urllib.error.HTTPError as exc:
+            code = exc.code
+        listed = ls.returncode == 0 and '"success": true' in ls.stdout
+        verdict["control-on-fleet-address"] = code == 404 and not listed
+        print(f"[deploy] Control API on the Fleet address: HTTP {code}, flwr ls there "
+              f"{'listed runs' if listed else 'failed'}", flush=True)
+        return verdict
 
     # -- the run ---------------------------------------------------------------
     def run(self, run_config: str, timeout: float) -> str:
@@ -221,55 +324,50 @@ class Deployment:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--nodes", type=int, default=3)
-    p.add_argument("--tls", action="store_true")
-    p.add_argument("--auth", action="store_true", help="SuperNode authentication (needs --tls)")
+    p.add_argument("--tls", action="store_true",
+                   help="the secure variant: TLS, SuperNode and SuperExec authentication, "
+                        "the SuperLink behind the Fleet-only gateway")
+    p.add_argument("--auth", action="store_true", help="SuperNode authentication (implied by --tls)")
     p.add_argument("--run-config", default="", help='e.g. "strategy=\'fedprune\' num-server-rounds=2"')
     p.add_argument("--workdir", type=Path, help="keep certificates, keys, logs, db here")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds for the run")
     p.add_argument("--isolation", choices=("process", "subprocess"), default="process",
                    help="process: SuperExec processes beside SuperLink/SuperNodes, as in "
                         "docker/compose.yaml (default); subprocess: each starts its own apps")
-    p.add_argument("--unregistered-probe", action="store_true",
-                   help="also check that a node with an unregistered key is refused (needs --auth)")
+    p.add_argument("--security-probes", action="store_true",
+                   help="(needs --tls) also check that the SuperLink refuses a node with an "
+                        "unregistered key, one without TLS, one trusting another CA and a "
+                        "SuperExec without the shared secret, and that the Control API is not "
+                        "served on the Fleet address")
     args = p.parse_args(argv)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="fedprune-deploy-"))
     work = work.resolve()
     work.mkdir(parents=True, exist_ok=True)
+    if args.security_probes and not args.tls:
+        raise SystemExit("--security-probes needs --tls")
     dep = Deployment(work, args.tls, args.auth, args.isolation)
     status = "none"
-    refused = None
+    verdict: dict[str, bool] = {}
     try:
         if args.tls:
             dep.certs = dep.certificates()
         dep.superlink()
-        probe = None
-        if args.unregistered_probe:
-            if not args.auth:
-                raise SystemExit("--unregistered-probe needs --auth")
-            # the node with a key nobody registered tries to connect while the others'
-            # keys are being registered; its verdict is read before the run
-            probe = dep.supernode(args.nodes, args.nodes + 1, register=False)
-        if args.auth:
-            dep.register([f"supernode-{i}" for i in range(args.nodes)])
+        if dep.auth:
+            names = [f"supernode-{i}" for i in range(args.nodes)]
+            dep.register(names + (["probe-other-ca"] if args.security_probes else []))
         for i in range(args.nodes):
             dep.supernode(i, args.nodes)
-        if probe is not None:
-            try:
-                code = probe.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                code = None
-            # Flower reports the refusal of an unregistered node as exit code 305
-            text = (work / "logs" / f"supernode-{args.nodes}.log").read_text(errors="replace")
-            refused = code is not None and code != 0 and "Exit Code: 305" in text
-            print(f"[deploy] unregistered node exited ({code}): "
-                  f"{'refused by the SuperLink (305)' if refused else 'NOT refused'}", flush=True)
-            if not refused:
-                raise SystemExit("the SuperLink did not refuse the unregistered node")
+        if args.security_probes:  # while the real nodes start; read before the run
+            verdict = dep.security_probes(args.nodes)
+            if not all(verdict.values()):
+                bad = [k for k, v in verdict.items() if not v]
+                raise SystemExit(f"not refused: {', '.join(bad)}")
+            print("[deploy] every security probe was refused", flush=True)
         status = dep.run(args.run_config, args.timeout)
     finally:
         dep.stop_all()
     print(f"[deploy] run status: {status}; logs in {work / 'logs'}", flush=True)
-    ok = status == "finished:completed" and refused in (None, True)
+    ok = status == "finished:completed" and all(verdict.values())
     if not args.workdir and ok:
         shutil.rmtree(work, ignore_errors=True)
     return 0 if ok else 1

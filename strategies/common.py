@@ -12,9 +12,10 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Iterable
-from logging import INFO, WARNING
+from logging import ERROR, INFO, WARNING
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from flwr.serverapp.strategy import Result
 
 from fedprune import wire
 from fedprune.checkpoint import CheckpointError, join, save_checkpoint, split
+from strategies.replies import Reply, check_replies, received_bytes
 from strategies.results import RoundRecorder
 
 EvaluateFn = Callable[[int, ArrayRecord], MetricRecord | None]
@@ -65,6 +67,12 @@ class RecordingMixin:
     # (min-replies, retries, seed): retry rounds with too few replies (see RetryingGrid)
     retry_policy: tuple[int, int, int] | None = None
     _sent_nodes: set[int] = set()  # nodes that got this round's training messages
+    # num-examples cap (num_examples_cap): run-config max-num-examples, else the largest
+    # training partition for a number of partitions (set by the ServerApp)
+    max_num_examples: int = 0
+    partition_cap: Callable[[int], int] | None = None
+    # refuse replies whose metric keys differ from the round's (Flower's strategies need it)
+    uniform_metrics: bool = False
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -79,59 +87,130 @@ class RecordingMixin:
                 if wire.NOISE_RATE in info:
                     self.recorder.note_noise(cid, info[wire.NOISE_RATE])
         self.recorder.add(server_round, bytes_down=sum(payload_bytes(m.content) for m in messages))
+        for m in messages:  # the round travels in group_id; the replies carry it back
+            m.metadata.group_id = str(server_round)
         self._sent_nodes = {m.metadata.dst_node_id for m in messages}
         return messages
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """The validation boundary (:func:`strategies.replies.check_replies`), the round's
+        accounting, then the strategy's ``aggregate_replies`` on the valid replies;
+        an exception there is isolated to the reply that caused it
+        (:meth:`_aggregate_isolated`)."""
         server_round += self.round_offset
         replies = list(replies)
-        directory = getattr(self, "directory", None)
-        if directory is not None:  # arrival order varies; aggregate in client order
-            replies.sort(key=lambda r: (directory.client_of.get(r.metadata.src_node_id, -1),
-                                        r.metadata.src_node_id))
-        missing = self._sent_nodes - {r.metadata.src_node_id for r in replies}
+        directory: ClientDirectory = self.directory  # type: ignore[attr-defined]
+        sent, self._sent_nodes = self._sent_nodes, set()
+        missing = sent - {r.metadata.src_node_id for r in replies}
         if missing:  # sent work, got nothing back within round-timeout
-            who = {str(directory.client_of.get(n, n)) if directory is not None else str(n): NO_REPLY
-                   for n in sorted(missing)}
+            who = {str(directory.client_of.get(n, n)): NO_REPLY for n in sorted(missing)}
             for c in who:
                 log(WARNING, "round %d: client %s: %s", server_round, c, NO_REPLY)
             self.recorder.add(server_round, rejected=who)
-        self._sent_nodes = set()
-        ok = [r for r in replies if not r.has_error()]
-        self.recorder.add(
-            server_round, bytes_up=sum(payload_bytes(r.content) for r in ok), clients=len(ok)
-        )
+        self.recorder.add(server_round, bytes_up=sum(received_bytes(r) for r in replies))
+        ok, refused = check_replies(
+            replies, server_round, sent=sent, client_of=directory.client_of,
+            payload=self.decode_payload,  # type: ignore[attr-defined]
+            cap=self.num_examples_cap(), same_metric_keys=self.uniform_metrics)
+        rejected: dict[str, str] = {}
+        for node, why in refused.items():
+            who = self.directory.label(node)  # type: ignore[attr-defined]
+            log(WARNING, "round %d: rejected reply of client %s: %s", server_round, who, why)
+            rejected[who if who not in rejected else f"{who}#{len(rejected)}"] = why
+        self.recorder.add(server_round, clients=len(ok), rejected=rejected)
         flops = {wire.TRAIN_FLOPS: 0.0, wire.DENSE_FLOPS: 0.0}
-        for r in ok:
-            m = r.content.metric_records.get(wire.METRICS)
-            if m is None:
-                continue
-            if wire.CLIENT_ID in m and wire.NOISE_RATE in m:
-                self.recorder.note_noise(int(m[wire.CLIENT_ID]), float(m[wire.NOISE_RATE]))
+        for r in ok:  # metrics are checked numbers now
+            if wire.CLIENT_ID in r.metrics and wire.NOISE_RATE in r.metrics:
+                self.recorder.note_noise(int(r.metrics[wire.CLIENT_ID]),
+                                         float(r.metrics[wire.NOISE_RATE]))
             for k in flops:
-                v = m.get(k)
-                if isinstance(v, (int, float)) and np.isfinite(v) and v >= 0:
-                    flops[k] += float(v)
-        if directory is not None and not hasattr(self, "accept"):
-            # Flower's strategies: which sampled clients attacked or had noisy labels (our
-            # strategies record these with the weight they gave them)
-            mets = [m for r in ok if (m := r.content.metric_records.get(wire.METRICS)) is not None
-                    and wire.CLIENT_ID in m]
-            self.recorder.add(
-                server_round,
-                attacker_clients=sorted(int(m[wire.CLIENT_ID]) for m in mets if wire.is_attacker(m)),
-                noisy_clients=sorted(int(m[wire.CLIENT_ID]) for m in mets if wire.is_noisy(m)))
-        if flops[wire.DENSE_FLOPS] > 0:  # the work the clients did, accepted or not
+                flops[k] += float(r.metrics.get(k, 0.0))
+        if flops[wire.DENSE_FLOPS] > 0:  # the work the accepted clients did
             self.recorder.add(server_round, client_flops=flops[wire.TRAIN_FLOPS],
                               dense_client_flops=flops[wire.DENSE_FLOPS])
+        if len(ok) < self.required_replies(server_round):  # type: ignore[attr-defined]
+            log(WARNING, "round %d: %d valid replies, fewer than min-replies %d: round skipped, "
+                "the model is unchanged", server_round, len(ok),
+                self.required_replies(server_round))  # type: ignore[attr-defined]
+            self.recorder.add(server_round, skipped=True)
+            return None, None
         t0 = time.perf_counter()
-        out = super().aggregate_train(server_round, replies)  # type: ignore[misc]
+        out = self._aggregate_isolated(server_round, ok)
         self.recorder.add(server_round, aggregate_s=round(time.perf_counter() - t0, 4))
         if out[0] is not None:
             self._latest = out[0]
         return out
+
+    def num_examples_cap(self) -> int:
+        """The most ``num-examples`` a reply may claim (0 = no cap): run-config
+        ``max-num-examples`` when set, else ``partition_cap`` of the number of
+        partitions most nodes registered with (the largest training partition of
+        the run, which the ServerApp computes from the run-config)."""
+        if self.max_num_examples > 0:
+            return self.max_num_examples
+        if self.partition_cap is None:
+            return 0
+        counts = [int(v["num-partitions"]) for v in self.directory.reported.values()  # type: ignore[attr-defined]
+                  if "num-partitions" in v]
+        if not counts:
+            return 0
+        return self.partition_cap(max(sorted(set(counts)), key=counts.count))
+
+    def reply_problem(self, msg: Message, server_round: int) -> str | None:
+        """Why the boundary would refuse this training reply, or None (RetryingGrid)."""
+        directory: ClientDirectory = self.directory  # type: ignore[attr-defined]
+        _, refused = check_replies(
+            [msg], server_round, sent=self._sent_nodes, client_of=directory.client_of,
+            payload=self.decode_payload, cap=self.num_examples_cap())  # type: ignore[attr-defined]
+        return next(iter(refused.values()), None)
+
+    def _aggregate_isolated(
+        self, server_round: int, ok: list[Reply]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """``aggregate_replies``, and if it raises (which the boundary should make
+        impossible), the same again from the state before the round with each
+        reply left out in turn: the first that succeeds rejects the reply it left
+        out (logged with the exception). If none does, the failure is the
+        server's own, not one reply's: the state is put back and it is raised."""
+        state = self._round_state(server_round)
+        try:
+            return self.aggregate_replies(server_round, ok)  # type: ignore[attr-defined]
+        except Exception as exc:  # noqa: BLE001 - isolate it, do not end the run
+            log(ERROR, "round %d: aggregation failed (%s: %s); retrying without each reply",
+                server_round, type(exc).__name__, exc, exc_info=True)
+            why = f"aggregation failed with this reply ({type(exc).__name__}: {exc})"
+            failure = exc
+        for r in ok:
+            rest = [x for x in ok if x is not r]
+            if len(rest) < self.required_replies(server_round):  # type: ignore[attr-defined]
+                break
+            self._restore_round_state(server_round, state)
+            try:
+                out = self.aggregate_replies(server_round, rest)  # type: ignore[attr-defined]
+            except Exception:  # noqa: BLE001
+                continue
+            who = self.directory.label(r.node)  # type: ignore[attr-defined]
+            log(WARNING, "round %d: rejected reply of client %s: %s", server_round, who, why)
+            self.recorder.add(server_round, clients=len(rest), rejected={who: why})
+            return out
+        self._restore_round_state(server_round, state)
+        raise failure
+
+    def _round_state(self, server_round: int) -> tuple[Any, Any]:
+        """A deep copy of what ``aggregate_replies`` may change: the strategy's
+        checkpoint state (``extra_state``) and the round's results entry."""
+        extra = getattr(self, "extra_state", None)
+        return (copy.deepcopy(extra()) if extra is not None else None,
+                copy.deepcopy(self.recorder.rounds.get(server_round)))
+
+    def _restore_round_state(self, server_round: int, state: tuple[Any, Any]) -> None:
+        extra, entry = state
+        if extra is not None:
+            self.load_extra_state(*copy.deepcopy(extra))  # type: ignore[attr-defined]
+        if entry is not None:
+            self.recorder.rounds[server_round] = copy.deepcopy(entry)
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -143,8 +222,21 @@ class RecordingMixin:
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
         server_round += self.round_offset
-        replies = list(replies)
-        ok = evaluation_metrics(replies, warn=False)  # the strategy itself reports bad ones
+        usable = []
+        for msg in replies:  # only usable replies reach the strategy (Flower's would raise)
+            met = None if msg.has_error() else msg.content.metric_records.get(wire.METRICS)
+            why = "no metrics" if met is None else evaluation_problem(met)
+            if why is None:
+                usable.append(msg)
+            else:
+                log(WARNING, "round %d: evaluation reply of client %s unusable: %s", server_round,
+                    self.directory.label(msg.metadata.src_node_id), why)  # type: ignore[attr-defined]
+        if self.uniform_metrics and usable:
+            keysets = [tuple(sorted(m.content.metric_records[wire.METRICS])) for m in usable]
+            common = max(sorted(set(keysets)), key=keysets.count)
+            usable = [m for m, k in zip(usable, keysets, strict=True) if k == common]
+        replies = usable
+        ok = evaluation_metrics(replies, warn=False)
         if ok:
             n = np.array([float(m[wire.NUM_EXAMPLES]) for m in ok])
             acc = np.array([float(m["accuracy"]) for m in ok])
@@ -237,15 +329,30 @@ def evaluation_metrics(
     out = []
     for msg in replies:
         met = None if msg.has_error() else msg.content.metric_records.get(wire.METRICS)
-        if met is None or wire.NUM_EXAMPLES not in met or "accuracy" not in met:
+        why = "no metrics" if met is None else evaluation_problem(met)
+        if why is not None:
             node = msg.metadata.src_node_id
-            if not warn:
-                continue
-            log(WARNING, "evaluation reply of %s unusable",
-                label(node) if label else f"node {node}")
+            if warn:
+                log(WARNING, "evaluation reply of %s unusable: %s",
+                    label(node) if label else f"node {node}", why)
             continue
         out.append(met)
     return out
+
+
+def evaluation_problem(met: MetricRecord) -> str | None:
+    """Why an evaluation reply's metrics are unusable (None: ``accuracy`` in [0, 1],
+    ``loss`` finite when sent, ``num-examples`` a positive integer)."""
+    try:
+        wire.check_num_examples(met.get(wire.NUM_EXAMPLES))
+        checked = wire.check_metrics({k: v for k, v in met.items() if k != wire.NUM_EXAMPLES})
+    except wire.InvalidUpdate as exc:
+        return str(exc)
+    if not 0.0 <= checked.get("accuracy", -1.0) <= 1.0:
+        return "accuracy missing or outside [0, 1]"
+    if "loss" not in checked:
+        return "no loss"
+    return None
 
 
 class ClientDirectory:
@@ -267,6 +374,11 @@ class ClientDirectory:
         self.client_of: dict[int, int] = {}
         self.reported: dict[int, dict[str, float]] = {}  # client id -> scalars of its id reply
 
+    def label(self, node: int) -> str:
+        """A readable id for logs and results: the client id if known, else the node id."""
+        cid = self.client_of.get(node)
+        return str(cid) if cid is not None else f"node-{node}"
+
     def refresh(self, grid: Grid, min_nodes: int) -> dict[int, int]:
         """Wait for ``min_nodes`` nodes, ask new ones for their id; return node -> client."""
         deadline = time.monotonic() + self.wait_timeout
@@ -286,14 +398,18 @@ class ClientDirectory:
             for reply in grid.send_and_receive(msgs, timeout=self.query_timeout):
                 node = reply.metadata.src_node_id
                 metrics = None if reply.has_error() else reply.content.metric_records.get(wire.METRICS)
-                if metrics is None or wire.CLIENT_ID not in metrics:
-                    why = reply.error.reason if reply.has_error() else "no client-id in reply"
+                cid = None if metrics is None else metrics.get(wire.CLIENT_ID)
+                if metrics is None or not _is_client_id(cid):
+                    why = (reply.error.reason if reply.has_error() else
+                           f"client-id {cid!r} is not a non-negative integer" if cid is not None
+                           else "no client-id in reply")
                     log(WARNING, "Node %d did not report its client id (%s); not sampled", node, why)
                     failures.append(why)
                     continue
                 self.client_of[node] = int(metrics[wire.CLIENT_ID])
-                self.reported[self.client_of[node]] = {k: float(v) for k, v in metrics.items()
-                                                       if isinstance(v, (int, float))}
+                self.reported[self.client_of[node]] = {
+                    k: float(v) for k, v in metrics.items()
+                    if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)}
             ids = list(self.client_of.values())
             if len(set(ids)) != len(ids):
                 log(WARNING, "Several nodes report the same client id: %s", sorted(ids))
@@ -360,11 +476,11 @@ class RetryingGrid:
         rnd = _round_of(messages[0])
         tried = {m.metadata.dst_node_id for m in messages}
         retried: list[int] = []
-        check = getattr(self._strategy, "reply_problem", None)
+        check = self._strategy.reply_problem
         for attempt in range(1, self.retries + 1):
             problems = {r.metadata.src_node_id: (f"client error {r.error.code}: {r.error.reason}"
                                                  if r.has_error() else
-                                                 check(r) if check is not None else None)
+                                                 check(r, rnd))
                         for r in replies}
             good = [r for r in replies if problems[r.metadata.src_node_id] is None]
             if len(good) >= self.min_replies:
@@ -391,6 +507,7 @@ class RetryingGrid:
                               group_id=m.metadata.group_id) for m, n in zip(failed, nodes, strict=False)]
             tried.update(nodes)
             retried.extend(nodes)
+            self._strategy._sent_nodes = self._strategy._sent_nodes | set(nodes)
             rec = getattr(self._strategy, "recorder", None)
             if rec is not None:
                 rec.add(rnd, retries=attempt, bytes_down=sum(payload_bytes(m.content) for m in resend))
@@ -416,6 +533,11 @@ class RetryingGrid:
             log(WARNING, "round %d: client %s failed: %s", rnd, cid, why)
         if rec is not None:
             rec.add(rnd, rejected=out)
+
+
+def _is_client_id(value: object) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and bool(np.isfinite(value)) and value == int(value) and 0 <= value < 2**31)
 
 
 def _round_of(msg: Message) -> int:

@@ -41,6 +41,7 @@ from fedprune.partial import PartialSchedule, trained_fraction
 from strategies.common import RecordingMixin
 from strategies.fedavg import DenseFedAvgCore
 from strategies.fedprune import FedPruneCore
+from strategies.replies import Reply
 from strategies.results import RoundRecorder
 
 
@@ -128,10 +129,10 @@ class FedBTCore(_Scheduled, DenseFedAvgCore):
         check_partial(arrays, self._trained)
         return super().decode_payload(arrays, node)
 
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
+    def aggregate_replies(
+        self, server_round: int, replies: list[Reply]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        arrays, metrics = super().aggregate_train(server_round, replies)
+        arrays, metrics = super().aggregate_replies(server_round, replies)
         if arrays is None:
             return None, None
         merged = dict(self._current)  # every tensor nobody trained keeps its value
@@ -210,13 +211,13 @@ class FedBTPruneCore(_Scheduled, FedPruneCore):
         check_partial(arrays, self._trained)
         return super().decode_payload({**self._frozen_part(node), **arrays}, node)
 
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
+    def aggregate_replies(
+        self, server_round: int, replies: list[Reply]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         trained = set(self._trained)
         keep_w = {k: v for k, v in self.W.items() if k not in trained}
         keep_m = {k: v for k, v in self.M.items() if k not in trained}
-        arrays, metrics = super().aggregate_train(server_round, replies)
+        arrays, metrics = super().aggregate_replies(server_round, replies)
         if arrays is None:
             return None, None
         self.W.update(keep_w)  # frozen layers exactly as before (no float round trip)

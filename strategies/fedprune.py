@@ -50,9 +50,10 @@ from fedprune.aggregation import masked_average, restore_residuals, select_globa
 from fedprune.checkpoint import CheckpointError, join, split
 from fedprune.contribution import ContributionState, data_size_weights, tradeoff
 from fedprune.dst import GROWTH, readjust_fraction
-from fedprune.masks import DISTRIBUTIONS, density_of, layer_budgets, magnitude_masks
+from fedprune.masks import DISTRIBUTIONS, ceil_count, density_of, layer_budgets, magnitude_masks
 from strategies.common import RecordingMixin
-from strategies.fedavg import Reply, ValidatingStrategy
+from strategies.fedavg import ValidatingStrategy
+from strategies.replies import Reply
 from strategies.results import RoundRecorder
 
 ADAPTIVE = ("none", "budget", "contribution")
@@ -177,6 +178,8 @@ class FedPruneCore(ValidatingStrategy):
         if not self.prunable:
             raise ValueError("no prunable tensor in the model")
         self.shapes = {k: tuple(v.shape) for k, v in self.W.items()}
+        self.dtypes = {k: v.dtype for k, v in self.W.items()}
+        self.round_alpha = 0.0  # alpha_t sent this round: how far a client's mask may move
         self.num_rounds = num_rounds
         self.sparsity = sparsity
         self.density_distribution = density_distribution
@@ -258,11 +261,12 @@ class FedPruneCore(ValidatingStrategy):
             server_round, self.alpha0, self.readjust_interval, self.readjust_end
         )
         config[wire.DST_ALPHA] = alpha
+        self.round_alpha = alpha
         config[wire.DST_AT] = self.readjust_at
         config[wire.DST_GROWTH] = self.growth
         self.recorder.add(server_round, alpha=alpha)  # type: ignore[attr-defined]
         log(INFO, "configure_train: %d clients (alpha_t %.4f): %s", len(nodes), alpha,
-            ", ".join(self.label(n) for n in nodes))
+            ", ".join(self.directory.label(n) for n in nodes))
         self._client_masks = {}
         if self.adaptive_density == "none":
             payload = codec.encode_state(self.W, self.M, self.value_dtype)
@@ -271,7 +275,7 @@ class FedPruneCore(ValidatingStrategy):
         msgs, densities = [], {}
         for n in nodes:  # each client its own sub-mask of M
             masks = self.sub_mask(self.density_factor(self.directory.client_of.get(n, -1)))
-            densities[self.label(n)] = density_of(masks)
+            densities[self.directory.label(n)] = density_of(masks)
             msgs.append(self.masked_message(server_round, n, masks, config))
         self.recorder.add(server_round, client_density=densities)  # type: ignore[attr-defined]
         return msgs
@@ -318,7 +322,7 @@ class FedPruneCore(ValidatingStrategy):
         self, arrays: dict[str, np.ndarray], node: int
     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         try:
-            state, masks = codec.decode_state(arrays, self.shapes)
+            state, masks = codec.decode_state(arrays, self.shapes, self.dtypes, self.value_dtype)
         except codec.CodecError as exc:
             raise wire.InvalidUpdate(f"undecodable payload: {exc}") from exc
         if set(masks) != set(self.prunable):
@@ -326,21 +330,32 @@ class FedPruneCore(ValidatingStrategy):
                 f"sparse tensors {sorted(masks)} differ from the prunable ones {self.prunable}"
             )
         budgets = self.budget_for(node)
+        sent = self._client_masks.get(node, self.M)
         for k, m in masks.items():
             kept = int(np.count_nonzero(m))
             if kept > budgets[k]:
                 raise wire.InvalidUpdate(
                     f"{k}: {kept} kept weights exceed the layer budget {budgets[k]}"
                 )
-        for k, v in state.items():
-            if k in masks:
-                continue
-            if v.dtype != self.W[k].dtype:
-                raise wire.InvalidUpdate(f"{k}: dtype {v.dtype}, expected {self.W[k].dtype}")
+            # a readjustment drops and grows at most ceil(alpha_t * active) weights per
+            # layer (fedprune.dst); on a round without one the mask cannot move at all
+            n_sent = int(np.count_nonzero(sent[k]))
+            grown = int(np.count_nonzero(m & ~sent[k]))
+            dropped = int(np.count_nonzero(sent[k] & ~m))
+            if grown > ceil_count(self.round_alpha, n_sent) or dropped > self.max_dropped(k, n_sent):
+                raise wire.InvalidUpdate(
+                    f"{k}: the mask grew {grown} and dropped {dropped} of the {n_sent} positions "
+                    f"sent; this round allows {ceil_count(self.round_alpha, n_sent)} and "
+                    f"{self.max_dropped(k, n_sent)} (alpha_t {self.round_alpha:.4f})")
         for k, v in state.items():
             if np.issubdtype(v.dtype, np.floating) and not np.isfinite(v).all():
                 raise wire.InvalidUpdate(f"{k}: non-finite values")
         return state, masks
+
+    def max_dropped(self, name: str, sent: int) -> int:
+        """Most of the ``sent`` kept weights of tensor ``name`` a client may drop this
+        round: a readjustment's ``ceil(alpha_t * sent)`` (0 without one)."""
+        return ceil_count(self.round_alpha, sent)
 
     def budget_for(self, node: int) -> Mapping[str, int]:
         """Most weights ``node`` may keep per layer: its sub-mask's, else the global budget."""
@@ -349,14 +364,10 @@ class FedPruneCore(ValidatingStrategy):
             return self.budgets
         return {k: int(m.sum()) for k, m in masks.items()}
 
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
+    def aggregate_replies(
+        self, server_round: int, ok: list[Reply]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        ok = self.accept(server_round, replies)
         self.last_accepted = ok
-        if not ok:
-            log(INFO, "round %d: no valid reply; the model is unchanged", server_round)
-            return None, None
         clients = [r.client for r in ok]
         n = [r.num_examples for r in ok]
         masks = [r.payload[1] for r in ok]

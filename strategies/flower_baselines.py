@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg as _FlowerFedAvg
 from flwr.serverapp.strategy import FedAvgM as _FlowerFedAvgM
@@ -35,6 +35,7 @@ from flwr.serverapp.strategy import Krum as _FlowerKrum
 
 from fedprune import wire
 from strategies.common import ClientDirectory, RecordingMixin
+from strategies.replies import Reply
 from strategies.results import RoundRecorder
 
 
@@ -68,10 +69,40 @@ class SeededSampling:
 
 
 class _Wrapped(RecordingMixin, SeededSampling):
+    """Flower's strategy behind our validation boundary: a reply reaches Flower's
+    ``aggregate_train`` only if its arrays have the keys, shapes and dtypes of what
+    was sent and its metrics are checked numbers with the round's common keys
+    (Flower averages every metric and raises on records whose keys differ)."""
+
+    uniform_metrics = True
+
     def __init__(self, *, recorder: RoundRecorder, seed: int = 0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.recorder = recorder
         self.directory = ClientDirectory(seed=seed)
+        self._expected: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        self._expected = {k: (tuple(v.shape), np.dtype(v.dtype)) for k, v in arrays.items()}
+        return super().configure_train(server_round, arrays, config, grid)
+
+    def decode_payload(self, arrays: dict[str, np.ndarray], node: int) -> dict[str, np.ndarray]:
+        """The arrays must be what was sent, trained: same keys, shapes, dtypes; finite."""
+        wire.check_dense(arrays, self._expected)
+        return arrays
+
+    def required_replies(self, server_round: int) -> int:
+        return 1
+
+    def aggregate_replies(
+        self, server_round: int, ok: list[Reply]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Flower's own ``aggregate_train`` on the messages of the valid replies."""
+        messages = [r.message for r in ok if r.message is not None]
+        # RecordingMixin.aggregate_train already ran; this is Flower's (via SeededSampling)
+        return super(RecordingMixin, self).aggregate_train(server_round, messages)  # type: ignore[misc]
 
 
 class FlowerFedAvg(_Wrapped, _FlowerFedAvg):

@@ -45,9 +45,10 @@ from fedprune import codec, wire
 from fedprune.aggregation import masked_average
 from fedprune.bandit import UCB1
 from fedprune.checkpoint import join, split
-from fedprune.masks import density_of, layer_budgets, magnitude_masks
+from fedprune.masks import ceil_count, density_of, layer_budgets, magnitude_masks
 from strategies.common import RecordingMixin
 from strategies.fedprune import FedPruneCore
+from strategies.replies import Reply
 from strategies.results import RoundRecorder
 
 
@@ -106,13 +107,10 @@ class PerClientMaskCore(FedPruneCore):
                 raise wire.InvalidUpdate(f"{k}: the mask grew beyond the one sent to the client")
         return state, masks
 
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
+    def aggregate_replies(
+        self, server_round: int, ok: list[Reply]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        ok = self.accept(server_round, replies)
         self.last_accepted = ok
-        if not ok:
-            return None, None
         n = [r.num_examples for r in ok]
         agg, _ = masked_average([r.payload[0] for r in ok], [r.payload[1] for r in ok], n, self.W)
         self.W = agg
@@ -172,6 +170,11 @@ class LotteryFLCore(PerClientMaskCore):
         super().__init__(**kwargs)
         self.prune_rate = prune_rate
         self.lottery_threshold = lottery_threshold
+
+    def max_dropped(self, name: str, sent: int) -> int:
+        # one pruning step per round: prune-rate of the kept weights, not below the budget
+        # (fedprune.masks.prune_by_magnitude, as the client runs it)
+        return max(0, sent - max(self.budgets[name], sent - ceil_count(self.prune_rate, sent)))
 
     def client_config(self, client: int, server_round: int) -> dict[str, Any]:
         return {wire.PERSONAL_PRUNE: self.mode, wire.PRUNE_RATE: self.prune_rate,

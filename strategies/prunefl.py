@@ -45,6 +45,7 @@ from fedprune.aggregation import restore_residuals
 from fedprune.masks import magnitude_masks, topk_mask
 from strategies.common import RecordingMixin
 from strategies.fedprune import FedPruneCore
+from strategies.replies import Reply
 from strategies.results import RoundRecorder
 
 
@@ -88,7 +89,7 @@ class PruneFLCore(FedPruneCore):
             record = ArrayRecord({k: Array(v) for k, v in
                                   codec.encode_state(self.W, full, self.value_dtype).items()})
             log(INFO, "configure_train: PruneFL initial pruning on client %s (%d epochs)",
-                self.label(nodes[0]), self.initial_epochs)
+                self.directory.label(nodes[0]), self.initial_epochs)
             self.recorder.add(server_round, prunefl_stage="initial")  # type: ignore[attr-defined]
             # a copy: Flower passes the same ConfigRecord to every round
             initial = ConfigRecord({**config, wire.PERSONAL_PRUNE: "prunefl-initial",
@@ -108,7 +109,7 @@ class PruneFLCore(FedPruneCore):
         rest = {k: v for k, v in arrays.items() if not k.endswith(wire.SQGRAD_SUFFIX)}
         if not self.initial_done:
             try:
-                state, masks = codec.decode_state(rest, self.shapes)
+                state, masks = codec.decode_state(rest, self.shapes, self.dtypes, self.value_dtype)
             except codec.CodecError as exc:
                 raise wire.InvalidUpdate(f"undecodable payload: {exc}") from exc
             if set(masks) != set(self.prunable):
@@ -146,19 +147,14 @@ class PruneFLCore(FedPruneCore):
         super().load_extra_state(arrays, meta)
         self.initial_done = bool(meta["initial_done"])
 
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
+    def required_replies(self, server_round: int) -> int:
+        # the initial stage has one client; a round without its reply is retried next round
+        return 1 if not self.initial_done else super().required_replies(server_round)
+
+    def aggregate_replies(
+        self, server_round: int, ok: list[Reply]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         if not self.initial_done:
-            saved, self.min_replies = self.min_replies, 1  # the initial stage has one client
-            try:
-                ok = self.accept(server_round, replies)
-            finally:
-                self.min_replies = saved
-            if not ok:
-                log(INFO, "round %d: initial pruning got no valid reply; retrying next round",
-                    server_round)
-                return None, None
             import torch
 
             state = ok[0].payload[0]
@@ -174,7 +170,7 @@ class PruneFLCore(FedPruneCore):
             return self.sparse_arrays(), MetricRecord(
                 {wire.NUM_EXAMPLES: ok[0].num_examples,
                  wire.TRAIN_LOSS: float(ok[0].metrics.get(wire.TRAIN_LOSS, np.nan))})
-        out = super().aggregate_train(server_round, replies)
+        out = super().aggregate_replies(server_round, ok)
         accepted = self.last_accepted
         if self._collect and accepted:
             n = np.array([r.num_examples for r in accepted], dtype=np.float64)

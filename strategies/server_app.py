@@ -23,9 +23,10 @@ from torch import nn
 
 from fedprune import wire
 from fedprune.checkpoint import CheckpointError, load_checkpoint
-from fedprune.config import ConfigError, RunConfig
+from fedprune.config import NOT_COMPUTED, ConfigError, RunConfig
 from fedprune.data import load_dataset
-from fedprune.data.loader import TensorLoader, seeded_subset, test_loader
+from fedprune.data.datasets import ImageData
+from fedprune.data.loader import TensorLoader, largest_train_size, seeded_subset, test_loader
 from fedprune.masks import prunable_names
 from fedprune.models import model_from_config
 from fedprune.partial import PartialSchedule, layer_groups
@@ -219,7 +220,24 @@ def centralized_evaluate(
     return fn
 
 
+def partition_cap(cfg: RunConfig, data: ImageData) -> Callable[[int], int]:
+    """``num_partitions -> `` the largest training-set size a client of this run has
+    (what an honest client reports as ``num-examples``), computed once per count."""
+
+    @functools.cache
+    def cap(num_partitions: int) -> int:
+        size = largest_train_size(
+            data, cfg.partition_spec(num_partitions), test_fraction=cfg.test_fraction,
+            local_test=cfg.local_test, seed=cfg.seed, max_train=cfg.max_client_samples)
+        log(INFO, "[fedprune] num-examples cap: %d (the largest of %d training partitions)",
+            size, num_partitions)
+        return size
+
+    return cap
+
+
 CHECKPOINT_FILE = "checkpoint.npz"
+RESULTS_FILE = "results.json"
 
 
 def setup_checkpoints(cfg: RunConfig, strategy: Strategy, initial: ArrayRecord) -> ArrayRecord:
@@ -251,10 +269,12 @@ def setup_checkpoints(cfg: RunConfig, strategy: Strategy, initial: ArrayRecord) 
             )
         return initial
     arrays, meta = load_checkpoint(path)
-    mine = {k: v for k, v in cfg.to_dict().items() if k != "resume"}
+    # only keys that change what is computed must agree (not the folder, nor how often
+    # checkpoints are written)
+    mine = {k: v for k, v in cfg.to_dict().items() if k not in NOT_COMPUTED}
     # keys added to fedprune after the checkpoint was written: what that run did
     theirs = {**RunConfig.predated_defaults(), **meta.get("config", {})}
-    theirs = {k: v for k, v in theirs.items() if k != "resume"}
+    theirs = {k: v for k, v in theirs.items() if k not in NOT_COMPUTED}
     differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
     if differ:
         raise CheckpointError(f"checkpoint {path} was written by a different run: {differ} differ")
@@ -265,6 +285,11 @@ def setup_checkpoints(cfg: RunConfig, strategy: Strategy, initial: ArrayRecord) 
 
 def run(grid: Grid, cfg: RunConfig) -> RoundRecorder:
     """Run the whole federated job described by ``cfg`` on ``grid``."""
+    existing = Path(cfg.results_dir) / RESULTS_FILE if cfg.results_dir else None
+    if existing is not None and existing.exists() and not (cfg.resume or cfg.overwrite):
+        raise ConfigError(f"results-dir {cfg.results_dir} already holds the results.json of "
+                          "another run: choose another results-dir, set resume=true to continue "
+                          "that run from its checkpoint, or overwrite=true to replace it")
     data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
     device = resolve_device(cfg.device)
     model = model_from_config(cfg, data.input_shape, data.num_classes)
@@ -276,6 +301,9 @@ def run(grid: Grid, cfg: RunConfig) -> RoundRecorder:
         strategy.dense_evaluate = lambda state: evaluate_fn(
             0, ArrayRecord({k: Array(v) for k, v in state.items()})
         )
+    # no reply may claim more examples than the largest real client (data-size weights)
+    strategy.max_num_examples = cfg.max_num_examples  # type: ignore[attr-defined]
+    strategy.partition_cap = partition_cap(cfg, data)  # type: ignore[attr-defined]
     initial = getattr(strategy, "initial_arrays", None) or ArrayRecord(model.state_dict())
     initial = setup_checkpoints(cfg, strategy, initial)
     remaining = cfg.num_server_rounds - getattr(strategy, "round_offset", 0)

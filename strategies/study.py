@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fedprune.config import ConfigError
+from fedprune.config import NOT_COMPUTED, ConfigError
 from fedprune.experiments import Experiment, Job, load_study
 from strategies.run import parse_set
 
@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 # Run-config keys that say where things are or how a run is kept, not what it computes.
-_NOT_COMPARED = frozenset({"results-dir", "data-dir", "download", "resume", "checkpoint-every"})
+_NOT_COMPARED = NOT_COMPUTED
 # The mask-schedule keys, read only by the strategies whose mask moves (see
 # strategies/server_app.py: static-magnitude/-random pin dynamic-topology off).
 _SCHEDULE_KEYS = frozenset({"alpha0", "readjust-interval", "readjust-end", "readjust-at", "growth",

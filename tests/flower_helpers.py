@@ -17,10 +17,11 @@ def set_task_identity() -> None:  # noqa: D103
 
 
 def reply(node: int, arrays: dict | None = None, metrics: dict | None = None,
-          error: str | None = None, mtype: str = MessageType.TRAIN) -> Message:
-    """A reply from ``node`` as the strategy would receive it."""
+          error: str | None = None, mtype: str = MessageType.TRAIN, rnd: int = 1) -> Message:
+    """A reply from ``node`` to the training message of round ``rnd``, as the strategy
+    would receive it."""
     set_task_identity()
-    original = Message(RecordDict(), dst_node_id=node, message_type=mtype)
+    original = Message(RecordDict(), dst_node_id=node, message_type=mtype, group_id=str(rnd))
     if error is not None:
         return Message(Error(code=1, reason=error), reply_to=original)
     content = {}

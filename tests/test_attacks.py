@@ -104,7 +104,8 @@ def _fedprune(n_nodes: int) -> FedPrune:
                     min_train_clients=2, readjust_interval=100, lambda0=0.5)
 
 
-def _reply(s: FedPrune, node: int, direction: np.ndarray | dict, attacker: bool) -> object:
+def _reply(s: FedPrune, node: int, direction: np.ndarray | dict, attacker: bool,
+           rnd: int = 1) -> object:
     state = s.sparse_state()
     out = {}
     for k, v in state.items():
@@ -114,7 +115,8 @@ def _reply(s: FedPrune, node: int, direction: np.ndarray | dict, attacker: bool)
     metrics = {wire.NUM_EXAMPLES: 50, wire.TRAIN_LOSS: 1.0}
     if attacker:
         metrics[wire.ATTACKER] = 1
-    return reply(node, codec.encode_state(out, {k: m.copy() for k, m in s.M.items()}), metrics)
+    return reply(node, codec.encode_state(out, {k: m.copy() for k, m in s.M.items()}), metrics,
+                 rnd=rnd)
 
 
 def test_cgsv_gives_a_sign_flipping_client_far_less_weight_than_data_size_would():
@@ -128,7 +130,7 @@ def test_cgsv_gives_a_sign_flipping_client_far_less_weight_than_data_size_would(
         for i in range(4):
             noise = {k: 0.01 * rng.standard_normal(v.shape) for k, v in true.items()}
             d = {k: (-1 if i == 3 else 1) * (true[k] + noise[k]) for k in true}
-            replies.append(_reply(s, 100 + i, d, attacker=i == 3))
+            replies.append(_reply(s, 100 + i, d, attacker=i == 3, rnd=rnd))
         s.aggregate_train(rnd, replies)
     last = s.recorder.rounds[3]
     w = {int(c): v["weight"] for c, v in last["contributions"].items()}

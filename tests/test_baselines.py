@@ -58,8 +58,8 @@ def test_fedavgm_applies_server_momentum():
     expected_v = None
     for rnd, client_vals in [(1, (1.0, 3.0)), (2, (4.0, 4.0))]:
         s.configure_train(rnd, ArrayRecord({"w": Array(w)}), config(), grid)
-        replies = [reply(100 + i, {"w": np.full(2, v, np.float32)}, {wire.NUM_EXAMPLES: 10})
-                   for i, v in enumerate(client_vals)]
+        replies = [reply(100 + i, {"w": np.full(2, v, np.float32)}, {wire.NUM_EXAMPLES: 10},
+                         rnd=rnd) for i, v in enumerate(client_vals)]
         arrays, _ = s.aggregate_train(rnd, replies)
         g = w - np.mean(client_vals)  # pseudo-gradient
         expected_v = g if expected_v is None else 0.5 * expected_v + g
@@ -155,7 +155,7 @@ def test_prunefl_initial_pruning_on_one_client_then_magnitude_mask():
               for k, v in trained.items()}
     msgs = list(s.configure_train(2, ArrayRecord(), shared, grid))
     s.aggregate_train(2, [reply(msgs[0].metadata.dst_node_id, codec.encode_state(pruned, half),
-                                {wire.NUM_EXAMPLES: 10})])
+                                {wire.NUM_EXAMPLES: 10}, rnd=2)])
     assert s.initial_done
     for k, m in s.M.items():
         assert int(m.sum()) == s.budgets[k] and not (m & ~half[k]).any()
@@ -198,7 +198,7 @@ def test_prunefl_reconfiguration_keeps_the_top_squared_gradient_positions():
     for i, (g, n) in enumerate(zip(sq, ns, strict=True)):
         arrays = codec.encode_state(s.sparse_state(), s.M)
         arrays.update({k + wire.SQGRAD_SUFFIX: v for k, v in g.items()})
-        replies.append(reply(100 + i, arrays, {wire.NUM_EXAMPLES: n}))
+        replies.append(reply(100 + i, arrays, {wire.NUM_EXAMPLES: n}, rnd=2))
     old_mask = {k: m.copy() for k, m in s.M.items()}
     s.aggregate_train(2, replies)
     assert rec.rounds[2]["bytes_up"] > sum(v.nbytes for g in sq for v in g.values())  # counted
@@ -215,7 +215,7 @@ def test_prunefl_reconfiguration_keeps_the_top_squared_gradient_positions():
     assert msgs[0].content["config"][wire.PRUNEFL_SQGRAD] is False
     arrays = codec.encode_state(s.sparse_state(), s.M)
     arrays.update({k + wire.SQGRAD_SUFFIX: v for k, v in sq[0].items()})
-    s.aggregate_train(3, [reply(100, arrays, {wire.NUM_EXAMPLES: 5})])
+    s.aggregate_train(3, [reply(100, arrays, {wire.NUM_EXAMPLES: 5}, rnd=3)])
     assert "did not ask" in rec.rounds[3]["rejected"]["0"]
 
 
@@ -281,19 +281,25 @@ def test_personal_masks_may_only_shrink():
     s = LotteryFL(recorder=rec, initial_state=wire.state_to_numpy(m.state_dict()),
                   prunable=prunable_names(m), num_rounds=5, fraction_train=1.0,
                   min_train_clients=2, seed=0)
-    grid = FakeGrid(2)
+    grid = FakeGrid(3)
     msgs = list(s.configure_train(1, ArrayRecord(), config(), grid))
     assert msgs[0].content["config"][wire.PERSONAL_PRUNE] == "lotteryfl"
     state = {k: v.copy() for k, v in s.W.items()}
-    smaller = {k: np.arange(v.size).reshape(v.shape) % 2 == 0 for k, v in s.W.items()
+    # one pruning step: prune-rate 0.2 of the kept weights; more in one round is refused
+    smaller = {k: np.arange(v.size).reshape(v.shape) % 5 != 0 for k, v in s.W.items()
                if k in s.prunable}
+    half = {k: np.arange(v.size).reshape(v.shape) % 2 == 0 for k, v in s.W.items()
+            if k in s.prunable}
     full = {k: np.ones(s.shapes[k], bool) for k in s.prunable}
     s.aggregate_train(1, [reply(100, codec.encode_state(state, smaller), {wire.NUM_EXAMPLES: 5}),
-                          reply(101, codec.encode_state(state, full), {wire.NUM_EXAMPLES: 5})])
+                          reply(101, codec.encode_state(state, full), {wire.NUM_EXAMPLES: 5}),
+                          reply(102, codec.encode_state(state, half), {wire.NUM_EXAMPLES: 5})])
     assert s.client_masks[0]["0.weight"].sum() == smaller["0.weight"].sum()
+    assert "dropped 300 of the 600" in rec.rounds[1]["rejected"]["2"] and 2 not in s.client_masks
     # round 2: client 0 was sent its half mask; a full mask back would grow it
     s.configure_train(2, ArrayRecord(), config(), grid)
-    s.aggregate_train(2, [reply(100, codec.encode_state(state, full), {wire.NUM_EXAMPLES: 5})])
+    s.aggregate_train(2, [reply(100, codec.encode_state(state, full), {wire.NUM_EXAMPLES: 5},
+                                rnd=2)])
     assert "exceed" in rec.rounds[2]["rejected"]["0"] or "grew" in rec.rounds[2]["rejected"]["0"]
 
 

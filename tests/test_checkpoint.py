@@ -133,3 +133,35 @@ def test_a_checkpoint_from_before_a_new_config_key_resumes_with_its_default(tmp_
         else:
             with pytest.raises(CheckpointError, match=r"\['cgsv-reference'\]"):
                 setup_checkpoints(cfg, fresh, None)
+
+
+def test_resume_ignores_keys_that_do_not_change_what_is_computed(tmp_path):
+    from fedprune.config import RunConfig
+    from fedprune.models import model_from_config
+    from strategies.results import RoundRecorder
+    from strategies.server_app import CHECKPOINT_FILE, build_strategy, setup_checkpoints
+
+    def strategy_for(cfg):
+        return build_strategy(cfg, RoundRecorder(cfg.results_dir, cfg.to_dict(), 3),
+                              model_from_config(cfg, (1, 28, 28), 10))
+
+    written = RunConfig.from_mapping({"strategy": "fedprune", "results-dir": str(tmp_path / "a"),
+                                      "checkpoint-every": 1})
+    s = strategy_for(written)
+    s._latest = s.initial_arrays
+    (tmp_path / "a").mkdir()
+    s.checkpoint_path = tmp_path / "a" / CHECKPOINT_FILE
+    s.save_checkpoint(1)
+    (tmp_path / "a").rename(tmp_path / "moved")  # the folder moved, checkpoints less often
+    moved = RunConfig.from_mapping({"strategy": "fedprune", "results-dir": str(tmp_path / "moved"),
+                                    "checkpoint-every": 5, "round-timeout": 60.0, "resume": True})
+    setup_checkpoints(moved, strategy_for(moved), None)  # resumes, no error
+
+
+def test_a_new_run_refuses_a_results_dir_that_holds_another_run(tmp_path):
+    from fedprune.config import ConfigError, RunConfig
+    from strategies.server_app import run
+
+    (tmp_path / "results.json").write_text("{}")
+    with pytest.raises(ConfigError, match="already holds the results.json of another run"):
+        run(None, RunConfig.from_mapping({"results-dir": str(tmp_path)}))

@@ -50,6 +50,46 @@ def test_bitmap_with_the_wrong_count_is_refused():
         decode_positions(enc.mask, 31, 64)
 
 
+def _rice(parts, b):
+    """A Rice-coded mask of the gaps q * 2**b + low, for (q, low) in parts (gaps past int64)."""
+    low = np.array([(lo >> (b - 1 - j)) & 1 for _, lo in parts for j in range(b)], np.uint8)
+    q = np.array([q for q, _ in parts], np.int64)
+    unary = np.zeros(int(q.sum()) + len(parts), np.uint8)
+    unary[np.cumsum(q + 1) - 1] = 1
+    return np.concatenate([np.array([3, b], np.uint8), np.packbits(low), np.packbits(unary)])
+
+
+@pytest.mark.parametrize("d", [1, 3, 2**40])
+def test_rice_gaps_that_wrap_int64_are_refused_not_turned_into_repeats_or_negative_indices(d):
+    # a second gap of 2**64 - d: an int64 shift wraps it to -d, so the second position
+    # would repeat the first (d = 1), fall before it (3), or far outside (2**40)
+    wrap = 2**64 - d
+    mask = _rice([(0, 5), (wrap >> 39, wrap & (2**39 - 1))], 39)
+    with pytest.raises(CodecError, match="gap larger than the tensor"):
+        decode_positions(mask, 2, 100)
+    # the same gaps within range decode to the positions they code
+    assert decode_positions(_rice([(0, 5), (0, 7)], 39), 2, 100).tolist() == [5, 13]
+
+
+def test_dense_tensors_of_the_wrong_shape_or_dtype_and_values_of_the_wrong_width_are_refused():
+    shapes = {"w": (4, 3), "b": (3,)}
+    dtypes = {"w": np.dtype(np.float32), "b": np.dtype(np.float32)}
+    good = encode_state({"w": np.ones((4, 3), np.float32), "b": np.ones(3, np.float32)},
+                        {"w": np.arange(12).reshape(4, 3) % 2 == 0})
+    decode_state(good, shapes, dtypes, "float32")
+    for bad_b, why in [(np.ones(4, np.float32), "shape"), (np.ones((3, 1), np.float32), "shape"),
+                       (np.float32(1.0).reshape(()), "shape"), (np.ones(3, np.float16), "dtype")]:
+        with pytest.raises(CodecError, match=why):
+            decode_state({**good, "b": bad_b}, shapes, dtypes, "float32")
+    with pytest.raises(CodecError, match="values are float16"):
+        decode_state({**good, "w#values": good["w#values"].astype(np.float16)}, shapes, dtypes, "float32")
+    half = encode_state({"w": np.ones((4, 3), np.float32), "b": np.ones(3, np.float32)},
+                        {"w": np.arange(12).reshape(4, 3) % 2 == 0}, "float16")
+    decode_state(half, shapes, dtypes, "float16")  # a float16 run: halves everywhere
+    with pytest.raises(CodecError, match="dtype float32"):
+        decode_state({**half, "b": np.ones(3, np.float32)}, shapes, dtypes, "float16")
+
+
 def test_extreme_masks_cost_no_mask_bytes_and_rice_beats_bitmap_when_sparse():
     w = np.ones(1000, np.float32)
     assert encode(w, np.ones(1000, bool)).nbytes == 4000 + 2

@@ -34,6 +34,13 @@ def test_types_and_ranges_are_checked():
         RunConfig.from_mapping({"grown-start": "random"})
     with pytest.raises(ConfigError, match="'lambda-min' must be in \\[0, lambda0 = 0.5\\]"):
         RunConfig.from_mapping({"lambda-min": 0.7})
+    # values that pass a plain range check but fail later (or never): refused up front
+    with pytest.raises(ConfigError, match="'seed' must be >= 0"):
+        RunConfig.from_mapping({"seed": -1})
+    for key in ("lr", "momentum", "weight-decay", "clip-updates"):
+        for bad in (float("inf"), float("nan")):
+            with pytest.raises(ConfigError, match=f"'{key}' must be a finite number"):
+                RunConfig.from_mapping({key: bad})
     cfg = RunConfig.from_mapping({"lr": 1, "num-server-rounds": 3.0})
     assert cfg.lr == 1.0 and isinstance(cfg.lr, float) and cfg.num_server_rounds == 3
 

@@ -12,6 +12,7 @@ from flower_helpers import FakeGrid, config, reply
 
 def _strategy(n_nodes=8, **kw):
     rec = RoundRecorder(None, {}, 3)
+    kw.setdefault("fraction_train", 1.0)  # every node is sent work, so every test reply counts
     return FedAvg(recorder=rec, seed=7, **kw), rec, FakeGrid(n_nodes)
 
 

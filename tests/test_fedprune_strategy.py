@@ -19,13 +19,14 @@ def _model():
 def _strategy(**kw):
     m = _model()
     rec = RoundRecorder(None, {}, 10)
+    kw.setdefault("readjust_interval", 1)
     s = FedPrune(recorder=rec, initial_state=wire.state_to_numpy(m.state_dict()),
                  prunable=prunable_names(m), num_rounds=10, sparsity=0.8, seed=1,
-                 fraction_train=1.0, min_train_clients=2, readjust_interval=1, **kw)
+                 fraction_train=1.0, min_train_clients=2, **kw)
     return s, rec, FakeGrid(3)
 
 
-def _client_reply(s, node, shift=0.1, n=50, mutate=None):
+def _client_reply(s, node, shift=0.1, n=50, mutate=None, rnd=1):
     """A well-formed reply: the sent sparse model moved by ``shift`` on the client's mask."""
     state = {k: v + shift * (k not in s.M) for k, v in s.sparse_state().items()}
     masks = {k: m.copy() for k, m in s.M.items()}
@@ -34,7 +35,7 @@ def _client_reply(s, node, shift=0.1, n=50, mutate=None):
     arrays = codec.encode_state(state, masks)
     if mutate:
         mutate(arrays)
-    return reply(node, arrays, {wire.NUM_EXAMPLES: n, wire.TRAIN_LOSS: 1.0})
+    return reply(node, arrays, {wire.NUM_EXAMPLES: n, wire.TRAIN_LOSS: 1.0}, rnd=rnd)
 
 
 def test_sent_payload_is_sparse_and_density_is_on_target():
@@ -81,6 +82,35 @@ def test_malformed_sparse_replies_are_rejected(mutate, reason):
     assert rec.rounds[1]["clients"] == 1
     for k, m in s.M.items():  # the good reply alone moved the model
         assert np.allclose(s.W[k][m], before[k][m] + 0.1, atol=1e-6)
+
+
+@pytest.mark.parametrize("interval", [5, 1])
+def test_a_mask_may_move_only_as_far_as_the_rounds_readjustment_allows(interval):
+    # readjust-interval 5: round 1 has no readjustment, the mask may not move at all;
+    # interval 1: alpha_t allows ceil(alpha_t * kept) drops and as many growths per layer
+    s, rec, grid = _strategy(readjust_interval=interval, alpha0=0.3)
+    msgs = list(s.configure_train(1, ArrayRecord(), config(), grid))
+    alpha = msgs[0].content[wire.CONFIG][wire.DST_ALPHA]
+    assert (alpha > 0) == (interval == 1)
+    rng = np.random.default_rng(0)
+
+    def move(count):  # keep the budget, replace `count` kept positions of 0.weight
+        def mutate(arrays):
+            m = s.M["0.weight"].reshape(-1).copy()
+            m[rng.choice(np.flatnonzero(m), count, replace=False)] = False
+            m[rng.choice(np.flatnonzero(~m & ~s.M["0.weight"].reshape(-1)), count,
+                         replace=False)] = True
+            w = np.where(m, 0.5, 0).astype(np.float32).reshape(s.M["0.weight"].shape)
+            arrays.update(codec.encode_state({"0.weight": w}, {"0.weight": m.reshape(w.shape)}))
+        return mutate
+
+    kept = int(s.M["0.weight"].sum())
+    allowed = int(np.ceil(alpha * kept - 1e-9))
+    far = max(int(0.247 * kept), allowed + 1)  # the review moved 24.7% within budget
+    s.aggregate_train(1, [_client_reply(s, 100), _client_reply(s, 101, mutate=move(far)),
+                          _client_reply(s, 102, mutate=move(allowed) if allowed else None)])
+    assert "the mask grew" in rec.rounds[1]["rejected"]["1"]
+    assert "2" not in rec.rounds[1]["rejected"] and rec.rounds[1]["clients"] == 2
 
 
 def test_prunable_tensor_sent_dense_is_rejected():
@@ -205,8 +235,8 @@ def test_a_clip_window_keeps_a_majority_of_big_updates_from_moving_the_bound(win
     s.configure_train(1, ArrayRecord(), config(), grid)
     s.aggregate_train(1, [_client_reply(s, 100 + i) for i in range(3)])
     s.configure_train(2, ArrayRecord(), config(), grid)
-    s.aggregate_train(2, [_client_reply(s, 100), _client_reply(s, 101, shift=10.0),
-                          _client_reply(s, 102, shift=10.0)])
+    s.aggregate_train(2, [_client_reply(s, 100, rnd=2), _client_reply(s, 101, shift=10.0, rnd=2),
+                          _client_reply(s, 102, shift=10.0, rnd=2)])
     assert rec.rounds[2]["clipped_clients"] == clipped
     # the window's norms survive a checkpoint (a resumed run clips as the uninterrupted one)
     arrays, meta = s.extra_state()
@@ -226,7 +256,7 @@ def test_trusted_reference_uses_data_size_first_then_scores_and_checkpoints():
     assert weights == pytest.approx({"0": 1 / 6, "1": 2 / 6, "2": 3 / 6})
     assert s.contributions.scores == {} and s.contributions.history is not None
     s.configure_train(2, ArrayRecord(), config(), grid)
-    s.aggregate_train(2, [_client_reply(s, 100 + i) for i in range(3)])
+    s.aggregate_train(2, [_client_reply(s, 100 + i, rnd=2) for i in range(3)])
     assert set(s.contributions.scores) == {0, 1, 2}  # scored against round 1's update
     assert all(v["phi"] is not None for v in rec.rounds[2]["contributions"].values())
     assert len(rec.rounds[2]["trusted_clients"]) == 2 and "trusted_clients" not in rec.rounds[1]
@@ -312,7 +342,7 @@ def test_lambda_t_decays_to_the_floor_and_a_bad_floor_is_rejected():
                              cgsv_reference="round")
     for t in (1, 10):
         s.configure_train(t, ArrayRecord(), config(), grid)
-        s.aggregate_train(t, [_client_reply(s, 100 + i) for i in range(3)])
+        s.aggregate_train(t, [_client_reply(s, 100 + i, rnd=t) for i in range(3)])
     assert rec.rounds[1]["lambda_t"] == pytest.approx(0.4 + 0.4 * 0.9)
     assert rec.rounds[10]["lambda_t"] == pytest.approx(0.4)  # the last round: at the floor
     with pytest.raises(ValueError, match="lambda_min"):

@@ -92,6 +92,39 @@ class ClientData:
     noise_rate: float  # realised fraction of flipped training labels
 
 
+def client_split(
+    data: ImageData, spec: PartitionSpec, client: int, *, test_fraction: float,
+    local_test: str = "split", seed: int, max_train: int = 0,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Client ``client``'s (training indices, local-test indices or None for
+    ``local_test="classes"``) into the training set: see :func:`client_data`."""
+    if not 0 <= client < spec.num_partitions:
+        raise ValueError(f"partition-id {client} out of range [0, {spec.num_partitions})")
+    parts = cached_partition_indices(data.y_train.numpy(), spec, data.writers_train)
+    te = None
+    if local_test == "classes":
+        tr = parts[client]
+    elif local_test == "split":
+        tr, te = train_test_split(parts[client], test_fraction, seed=derive_seed(seed, client, 1))
+    else:
+        raise ValueError(f"local-test must be 'split' or 'classes', got {local_test!r}")
+    if max_train and len(tr) > max_train:
+        rng = np.random.default_rng(derive_seed(seed, client, 4))
+        tr = np.sort(rng.choice(tr, size=max_train, replace=False))
+    return tr, te
+
+
+def largest_train_size(
+    data: ImageData, spec: PartitionSpec, *, test_fraction: float, local_test: str = "split",
+    seed: int, max_train: int = 0,
+) -> int:
+    """The most training examples any client of this partition has: the most
+    ``num-examples`` an honest client can report."""
+    return max(len(client_split(data, spec, c, test_fraction=test_fraction, local_test=local_test,
+                                seed=seed, max_train=max_train)[0])
+               for c in range(spec.num_partitions))
+
+
 def client_data(
     data: ImageData,
     spec: PartitionSpec,
@@ -117,18 +150,8 @@ def client_data(
     ``max_train`` > 0 keeps a seeded random subset of at most that many
     training examples (the local test split is taken first, from all of them).
     """
-    if not 0 <= client < spec.num_partitions:
-        raise ValueError(f"partition-id {client} out of range [0, {spec.num_partitions})")
-    parts = cached_partition_indices(data.y_train.numpy(), spec, data.writers_train)
-    if local_test == "classes":
-        tr = parts[client]
-    elif local_test == "split":
-        tr, te = train_test_split(parts[client], test_fraction, seed=derive_seed(seed, client, 1))
-    else:
-        raise ValueError(f"local-test must be 'split' or 'classes', got {local_test!r}")
-    if max_train and len(tr) > max_train:
-        rng = np.random.default_rng(derive_seed(seed, client, 4))
-        tr = np.sort(rng.choice(tr, size=max_train, replace=False))
+    tr, te = client_split(data, spec, client, test_fraction=test_fraction, local_test=local_test,
+                          seed=seed, max_train=max_train)
     y_tr = data.y_train[tr].numpy()
     y_noisy, realised = corrupt_labels(
         y_tr, data.num_classes, noise.kind, noise.rate(client), seed=derive_seed(seed, client, 2)
