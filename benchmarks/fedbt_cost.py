@@ -101,7 +101,7 @@ def costs(model: torch.nn.Module, shape: tuple[int, ...], rounds: int,
 
 def accuracy_runs(rounds: int, out: Path) -> list[dict]:
     """Measured: N rounds of each method on bert-tiny / tokens-synthetic (2 clients)."""
-    from strategies.simulation import simulate
+    from fedprune_lab.simulation import simulate
 
     base = {"model": "bert-tiny", "dataset": "tokens-synthetic", "num-server-rounds": rounds,
             "fraction-train": 1.0, "min-train-clients": 2, "local-epochs": 1, "lr": 0.05,

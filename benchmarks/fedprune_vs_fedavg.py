@@ -46,7 +46,7 @@ def run_one(name: str, overrides: dict, out: Path) -> None:
     code = (
         "import sys, json; sys.path[:0] = [sys.argv[1], sys.argv[1] + '/benchmarks']\n"
         "import _env\n"
-        "from strategies.simulation import simulate\n"
+        "from fedprune_lab.simulation import simulate\n"
         "simulate(100, json.loads(sys.argv[2]), sys.argv[3])\n"
     )
     print(f"== {name}: running ({json.dumps(overrides)})", flush=True)
@@ -115,7 +115,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/fedprune_vs_fedavg")
     p.add_argument("--only", nargs="*", default=list(RUNS))
     args = p.parse_args()
-    from strategies.study import is_complete, overrides_drift  # after _env: it imports Flower
+    from fedprune_lab.study import is_complete, overrides_drift  # after _env: it imports Flower
 
     data_dir = os.environ.get("FEDPRUNE_DATA_DIR") or str(ROOT.parent / "shared" / "data")
     out = args.out.resolve()

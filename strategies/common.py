@@ -158,6 +158,11 @@ class RecordingMixin:
             return 0
         return self.partition_cap(max(sorted(set(counts)), key=counts.count))
 
+    def set_sent_nodes(self, nodes: Iterable[int]) -> None:
+        """The nodes this round's training work went to (RetryingGrid, after a retry): the
+        boundary accepts replies from these only, and reports the others missing."""
+        self._sent_nodes = set(nodes)
+
     def reply_problem(self, msg: Message, server_round: int) -> str | None:
         """Why the boundary would refuse this training reply, or None (RetryingGrid)."""
         directory: ClientDirectory = self.directory  # type: ignore[attr-defined]
@@ -507,14 +512,14 @@ class RetryingGrid:
                               group_id=m.metadata.group_id) for m, n in zip(failed, nodes, strict=False)]
             tried.update(nodes)
             retried.extend(nodes)
-            self._strategy._sent_nodes = self._strategy._sent_nodes | set(nodes)
+            self._strategy.set_sent_nodes(tried)  # the retried nodes may reply now
             rec = getattr(self._strategy, "recorder", None)
             if rec is not None:
                 rec.add(rnd, retries=attempt, bytes_down=sum(payload_bytes(m.content) for m in resend))
             messages = [m for m in messages if m.metadata.dst_node_id in answered] + resend
             replies = good + list(self._grid.send_and_receive(resend, timeout=timeout))
         if retried:  # the strategy expects replies from the final set of clients only
-            self._strategy._sent_nodes = {m.metadata.dst_node_id for m in messages}
+            self._strategy.set_sent_nodes(m.metadata.dst_node_id for m in messages)
         rec = getattr(self._strategy, "recorder", None)
         if retried and rec is not None:
             directory = getattr(self._strategy, "directory", None)

@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg as _FlowerFedAvg
 from flwr.serverapp.strategy import FedAvgM as _FlowerFedAvgM
@@ -40,32 +40,36 @@ from strategies.results import RoundRecorder
 
 
 class SeededSampling:
-    """Mixin for Flower's FedAvg family: same sample size, seeded choice of clients."""
+    """Mixin for Flower's FedAvg family: same sample size, seeded choice of clients.
+
+    Flower's ``configure_train`` / ``configure_evaluate`` run unchanged; their
+    messages (one RecordDict shared by all, so addressing them to other nodes
+    changes nothing else) are then addressed to our seeded sample of the same
+    size. No private method of Flower's is overridden.
+    """
 
     directory: ClientDirectory
-    configrecord_key: str
-    _grid: Grid | None = None
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        self._grid = grid
-        return super().configure_train(server_round, arrays, config, grid)  # type: ignore[misc]
+        msgs = list(super().configure_train(server_round, arrays, config, grid))  # type: ignore[misc]
+        return self._seeded(msgs, server_round, grid, stream=0)
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        self._grid = grid
-        return super().configure_evaluate(server_round, arrays, config, grid)  # type: ignore[misc]
+        msgs = list(super().configure_evaluate(server_round, arrays, config, grid))  # type: ignore[misc]
+        return self._seeded(msgs, server_round, grid, stream=1)
 
-    def _construct_messages(
-        self, record: RecordDict, node_ids: list[int], message_type: str
-    ) -> Iterable[Message]:
-        assert self._grid is not None
-        rnd = int(record.config_records[self.configrecord_key][wire.SERVER_ROUND])
-        stream = 0 if message_type == MessageType.TRAIN else 1
-        nodes = self.directory.sample_k(self._grid, rnd, len(node_ids), stream)
-        return super()._construct_messages(record, nodes, message_type)  # type: ignore[misc]
+    def _seeded(self, msgs: list[Message], server_round: int, grid: Grid, stream: int
+                ) -> list[Message]:
+        if not msgs:
+            return msgs
+        # as many as Flower sampled, fewer if fewer nodes reported their client id
+        nodes = self.directory.sample_k(grid, server_round, len(msgs), stream)
+        return [Message(m.content, dst_node_id=n, message_type=m.metadata.message_type,
+                        group_id=m.metadata.group_id) for m, n in zip(msgs, nodes, strict=False)]
 
 
 class _Wrapped(RecordingMixin, SeededSampling):

@@ -27,6 +27,7 @@ from fedprune.config import NOT_COMPUTED, ConfigError, RunConfig
 from fedprune.data import load_dataset
 from fedprune.data.datasets import ImageData
 from fedprune.data.loader import TensorLoader, largest_train_size, seeded_subset, test_loader
+from fedprune.data.partition import cached_partition_indices
 from fedprune.masks import prunable_names
 from fedprune.models import model_from_config
 from fedprune.partial import PartialSchedule, layer_groups
@@ -220,6 +221,20 @@ def centralized_evaluate(
     return fn
 
 
+def check_partition(cfg: RunConfig, data: ImageData, nodes: int) -> None:
+    """Fail before any client starts when the run-config's partitioner cannot split the
+    training set over the ``nodes`` connected so far (a split that fails for them fails
+    for more clients too; 0 nodes: nothing to check yet)."""
+    if nodes <= 0:
+        return
+    try:
+        cached_partition_indices(data.y_train.numpy(), cfg.partition_spec(nodes),
+                                 data.writers_train)
+    except ValueError as exc:
+        raise ConfigError(f"run-config partitioner {cfg.partitioner!r} cannot split "
+                          f"{cfg.dataset!r} over {nodes} clients: {exc}") from exc
+
+
 def partition_cap(cfg: RunConfig, data: ImageData) -> Callable[[int], int]:
     """``num_partitions -> `` the largest training-set size a client of this run has
     (what an honest client reports as ``num-examples``), computed once per count."""
@@ -324,6 +339,7 @@ def run(grid: Grid, cfg: RunConfig) -> RoundRecorder:
         strategy.value_dtype = cfg.codec_dtype
     if cfg.round_retries > 0 and hasattr(strategy, "retry_policy"):
         strategy.retry_policy = (cfg.min_replies, cfg.round_retries, cfg.seed)
+    check_partition(cfg, data, len(list(grid.get_node_ids())))
     strategy.start(
         grid=grid,
         initial_arrays=initial,

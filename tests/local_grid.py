@@ -125,7 +125,7 @@ def run_local(server_app: ServerApp, client_app: ClientApp, num_supernodes: int,
 
 def simulate_local(num_supernodes: int, overrides: Mapping[str, Any], results_dir: Path,
                    client_fn: Callable[..., Any] = client_from_context) -> dict:
-    """:func:`strategies.simulation.simulate` without Ray; returns the run's results.json."""
+    """:func:`fedprune_lab.simulation.simulate` without Ray; returns the run's results.json."""
     results_dir = Path(results_dir).resolve()
     ov = {**overrides, "results-dir": str(results_dir)}
     run_local(make_server_app(ov),

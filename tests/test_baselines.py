@@ -7,10 +7,10 @@ from flwr.app import Array, ArrayRecord
 
 from fedprune import wire
 from fedprune.config import RunConfig
-from fedprune.experiments import load_experiment
 from fedprune.masks import prunable_names
 from fedprune.models import model_from_config, num_parameters
 from fedprune.training import TrainConfig, train
+from fedprune_lab.experiments import load_experiment
 from strategies.flower_baselines import FlowerFedAvgM, FlowerFedProx
 from strategies.results import RoundRecorder
 from strategies.server_app import STRATEGIES, build_strategy
@@ -305,7 +305,7 @@ def test_personal_masks_may_only_shrink():
 
 def test_federation_client_resources_are_read_checked_and_reach_the_study_job(tmp_path):
     from fedprune.config import ConfigError
-    from fedprune.experiments import load_study
+    from fedprune_lab.experiments import load_study
 
     f = tmp_path / "gpu.yaml"
     f.write_text("strategy: fedprune\ndevice: auto\nfederation:\n  num-supernodes: 4\n"

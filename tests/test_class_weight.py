@@ -1,15 +1,9 @@
-"""scripts/class_weight.py: the per-round class-bias measure used in docs/results.md."""
-
-import importlib.util
-from pathlib import Path
+"""fedprune_lab/class_weight.py: the per-round class-bias measure used in docs/results.md."""
 
 import numpy as np
 import pytest
 
-_SPEC = importlib.util.spec_from_file_location(
-    "class_weight", Path(__file__).resolve().parents[1] / "scripts" / "class_weight.py")
-class_weight = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(class_weight)
+from fedprune_lab import class_weight
 
 
 def _round(weights, trusted=()):

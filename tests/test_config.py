@@ -52,3 +52,22 @@ def test_data_dir_resolution(monkeypatch, tmp_path):
     monkeypatch.delenv("FEDPRUNE_DATA_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     assert resolve_data_dir("") == tmp_path / "cache" / "fedprune" / "data"
+
+
+def test_an_impossible_partition_is_refused_before_any_client_starts():
+    from fedprune.data import load_dataset
+    from strategies.server_app import check_partition, run
+
+    data = load_dataset("mnist-mini")  # 10,000 training images
+    cfg = RunConfig.from_mapping({"partitioner": "shard"})  # 2 shards of 20 per client
+    check_partition(cfg, data, 100)  # 4,000 images: fine
+    with pytest.raises(ConfigError, match="cannot split 'mnist-mini' over 300 clients: shard "
+                                          "partitioner needs 300 clients x 2 shards"):
+        check_partition(cfg, data, 300)
+
+    class Grid:  # the ServerApp checks with the nodes connected when it starts
+        def get_node_ids(self):
+            return list(range(300))
+
+    with pytest.raises(ConfigError, match="over 300 clients"):
+        run(Grid(), cfg)

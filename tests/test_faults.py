@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from strategies.simulation import simulate
+from fedprune_lab.simulation import simulate
 
 from faulty_app import RAISES, SLOW, SLOW_S, WRONG_SHAPES, faulty_client  # noqa: F401
 

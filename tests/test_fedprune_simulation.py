@@ -5,7 +5,7 @@ import json
 import pytest
 from flwr.simulation import run_simulation
 
-from strategies.simulation import BACKEND, simulate
+from fedprune_lab.simulation import BACKEND, simulate
 
 pytestmark = pytest.mark.integration
 

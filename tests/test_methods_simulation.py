@@ -7,7 +7,7 @@ and learns, and the Ray transport is covered by ``test_simulation.py`` and
 
 import pytest
 
-from fedprune.experiments import load_experiment
+from fedprune_lab.experiments import load_experiment
 
 from conftest import ROOT
 from local_grid import simulate_local

@@ -1,4 +1,5 @@
-"""fedprune/ is the pure library: it must never import the Flower framework."""
+"""fedprune/ is the pure library: it must never import the Flower framework (nor
+matplotlib: plots belong to the lab, fedprune_lab/)."""
 
 import re
 import subprocess
@@ -7,6 +8,7 @@ import sys
 from conftest import ROOT
 
 FLWR_IMPORT = re.compile(r"^\s*(from|import)\s+flwr(\.|\s|$)", re.M)
+PLOT_IMPORT = re.compile(r"^\s*(from|import)\s+matplotlib(\.|\s|$)", re.M)
 
 
 def test_no_flwr_import_statement_in_fedprune():
@@ -15,6 +17,15 @@ def test_no_flwr_import_statement_in_fedprune():
         if FLWR_IMPORT.search(p.read_text())
     ]
     assert offenders == []
+
+
+def test_no_plotting_in_the_library():
+    offenders = [
+        str(p.relative_to(ROOT)) for p in (ROOT / "fedprune").rglob("*.py")
+        if PLOT_IMPORT.search(p.read_text())
+    ]
+    assert offenders == []
+    assert PLOT_IMPORT.search((ROOT / "fedprune_lab" / "report.py").read_text())  # the lab plots
 
 
 def test_importing_every_fedprune_module_does_not_load_flwr():

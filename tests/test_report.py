@@ -1,6 +1,6 @@
-"""fedprune-summary's contribution plot (fedprune/report.py)."""
+"""fedprune-summary's contribution plot (fedprune_lab/report.py)."""
 
-from fedprune.report import Run, plot_contributions
+from fedprune_lab.report import Run, plot_contributions
 
 
 def _rounds(score):

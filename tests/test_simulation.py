@@ -2,7 +2,7 @@
 
 import pytest
 
-from strategies.simulation import simulate
+from fedprune_lab.simulation import simulate
 
 pytestmark = pytest.mark.integration
 

@@ -9,8 +9,9 @@ import sys
 import pytest
 
 from fedprune.config import ConfigError
-from fedprune.experiments import load_study
-from fedprune.report import (
+from fedprune_lab import study
+from fedprune_lab.experiments import load_study
+from fedprune_lab.report import (
     Run,
     accuracy_within,
     last_mean,
@@ -20,7 +21,6 @@ from fedprune.report import (
     summarise,
     to_target,
 )
-from strategies import study
 
 STUDY = """\
 study: demo
@@ -64,7 +64,7 @@ def test_a_study_file_expands_to_every_run_grid_point_and_seed(study_file):
 def test_a_dry_run_piped_into_head_stops_without_a_traceback(study_file, tmp_path):
     """`fedprune-study FILE --dry-run | head -1`: the closed pipe ends the listing quietly."""
     # 200 seeds: 1600 lines (about 150 kB), more than a pipe holds, so the listing outlives `head`
-    cmd = (f"{shlex.quote(sys.executable)} -m strategies.study {shlex.quote(str(study_file))} "
+    cmd = (f"{shlex.quote(sys.executable)} -m fedprune_lab.study {shlex.quote(str(study_file))} "
            f"--out {shlex.quote(str(tmp_path / 'out'))} --seeds $(seq 0 199) --dry-run | head -1")
     p = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=120,
                        cwd=study.ROOT)
@@ -298,7 +298,7 @@ def test_sweep_plot_draws_one_line_per_method_and_setting(tmp_path, monkeypatch)
     runs = [Run("sw", f"{m}__{p}__lr={lr}", 0, _results(2, 2, [0.5, acc]))
             for m in ("fedavg", "fedprune") for p in ("iid", "path")
             for lr, acc in ((0.01, 0.8), (0.02, 0.9))]
-    from fedprune import report
+    from fedprune_lab import report
 
     lines = []
     real = report._save
@@ -314,7 +314,7 @@ def test_sweep_plot_draws_one_line_per_method_and_setting(tmp_path, monkeypatch)
 
 
 def test_rounds_are_grouped_by_the_share_of_noisy_clients():
-    from fedprune.report import rounds_by_share, share_table
+    from fedprune_lab.report import rounds_by_share, share_table
 
     accs = [0.5, 0.6, 0.3, 0.35, 0.5]
     rows = [{"round": 0, "accuracy": 0.1}] + [

@@ -1,15 +1,10 @@
-"""scripts/weight_stats.py: the weight statistics quoted in docs/results.md."""
+"""fedprune_lab/weight_stats.py: the weight statistics quoted in docs/results.md."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-_SPEC = importlib.util.spec_from_file_location(
-    "weight_stats", Path(__file__).resolve().parents[1] / "scripts" / "weight_stats.py")
-weight_stats = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(weight_stats)
+from fedprune_lab import weight_stats
 
 
 def _round(acc, weights, clipped=()):

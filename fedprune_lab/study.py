@@ -5,7 +5,7 @@
     fedprune-study conf/study/sweep-sparsity.yaml --dry-run       # list the jobs
     fedprune-study conf/study/compare-mnist.yaml --engine flwr    # through `flwr run`
 
-Each job (run x grid point x seed, see :func:`fedprune.experiments.load_study`)
+Each job (run x grid point x seed, see :func:`fedprune_lab.experiments.load_study`)
 writes ``<out>/<study>/<run>/seed-<s>/results.json`` and its log next to it.
 A job whose results.json already holds every round is skipped, so a study
 that was stopped resumes where it was. A finished job whose recorded
@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from fedprune.config import NOT_COMPUTED, ConfigError
-from fedprune.experiments import Experiment, Job, load_study
-from strategies.run import parse_set
+from fedprune_lab.experiments import Experiment, Job, load_study
+from fedprune_lab.run import parse_set
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -138,7 +138,7 @@ def run_job(job: Job, out: Path, engine: str, app_dir: Path) -> int:
             old.replace(out / "results.stale.json")
         else:
             old.unlink()
-    cmd = [sys.executable, "-m", "strategies.study", "--one", str(out / "job.json"),
+    cmd = [sys.executable, "-m", "fedprune_lab.study", "--one", str(out / "job.json"),
            "--engine", engine, "--app-dir", str(app_dir)]
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "FLWR_TELEMETRY_ENABLED": "0",
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
@@ -149,7 +149,7 @@ def run_job(job: Job, out: Path, engine: str, app_dir: Path) -> int:
 
 def _one(job_file: Path, engine: str, app_dir: Path) -> None:
     """Child process: run the job described in ``job_file`` (written by :func:`run_job`)."""
-    from strategies.run import run_flwr_engine, run_simulation_engine
+    from fedprune_lab.run import run_flwr_engine, run_simulation_engine
 
     spec = json.loads(job_file.read_text())
     exp = Experiment(path=job_file, overrides=spec["overrides"],

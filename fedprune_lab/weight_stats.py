@@ -8,7 +8,7 @@ all weights are equal), the largest client weight, the mean round-to-round
 accuracy change (absolute), the number of rounds in which accuracy fell by more
 than 10 points from the round before, and the lowest accuracy of the last 10 rounds.
 
-    python scripts/weight_stats.py \\
+    python -m fedprune_lab.weight_stats \\
         docs/results/runs/compare-mnist/fedprune__pathological-2,docs/results/runs/history-mnist/fedprune
 
 A comma joins folders whose seeds are pooled into one row (a run whose seeds
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedprune.report import _ms, last_mean
+from fedprune_lab.report import _ms, last_mean
 
 COLUMNS = ("last-5 acc", "clipped / round", "effective share", "max weight",
            "mean |acc change|", "drops > 10 pts", "lowest of last 10")

@@ -11,7 +11,7 @@ the correlation over all client-rounds; and per round, how many classes the
 trusted half holds between them and the entropy of the class weights the round
 applied (log2 10 = 3.32 bits for ten equally weighted classes).
 
-    python scripts/class_weight.py docs/results/runs/compare-mnist \\
+    python -m fedprune_lab.class_weight docs/results/runs/compare-mnist \\
         fedprune__pathological-2 fedprune-clip3-hist0.9__pathological-2 --window 5
 
 Used for docs/results.md, (b). Needs the data set the runs used

@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from fedprune.experiments import Experiment, load_experiment
+from fedprune_lab.experiments import Experiment, load_experiment
 
 
 def parse_set(items: list[str]) -> dict[str, Any]:
@@ -44,7 +44,7 @@ def run_simulation_engine(exp: Experiment, results_dir: Path) -> dict:
     """In-process Flower simulation of one experiment; returns its results.json."""
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
-    from strategies.simulation import simulate  # deferred: imports Ray
+    from fedprune_lab.simulation import simulate  # deferred: imports Ray
 
     return simulate(exp.num_supernodes, exp.overrides, results_dir,
                     client_resources=exp.client_resources)
