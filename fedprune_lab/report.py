@@ -478,6 +478,9 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if not args.root.is_dir():
         raise SystemExit(f"fedprune-summary: no folder {args.root}")
+    if not load_runs(args.root):
+        raise SystemExit(f"fedprune-summary: no complete results.json under {args.root} "
+                         "(expected <study>/<run>/seed-<s>/results.json)")
     text = summarise(args.root, args.out or args.root, args.target, plots=not args.no_plots)
     print(text)
 

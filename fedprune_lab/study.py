@@ -53,6 +53,10 @@ _CGSV = frozenset({"fedprune", "fedbt-prune"})
 # The update-clipping keys, read only by FedPrune and FedBT-Prune (FedDST and the
 # static masks pin clip-updates to 0)
 _CLIP_KEYS = frozenset({"clip-updates", "clip-window"})
+# The sparsity keys, not read by the dense strategies (small-dense reads them: its width
+# matches FedPrune's kept weights)
+_SPARSE_KEYS = frozenset({"sparsity", "density-distribution"})
+_DENSE = frozenset({"fedavg", "flower-fedavg", "fedavgm", "fedprox", "fedmedian", "krum", "fedbt"})
 
 
 def _unused(config: dict) -> frozenset[str]:
@@ -64,6 +68,8 @@ def _unused(config: dict) -> frozenset[str]:
         out |= _CGSV_KEYS
     if not (config.get("strategy") in _CGSV and config.get("clip-updates", 0) > 0):
         out |= _CLIP_KEYS
+    if config.get("strategy") in _DENSE:
+        out |= _SPARSE_KEYS
     return out
 
 
@@ -104,12 +110,17 @@ def overrides_drift(results: Path, overrides: Mapping[str, Any]) -> list[str]:
     for runs whose mask does not move, nor the CGSV keys for runs without CGSV,
     nor the clipping keys for runs that do not clip.
     """
-    from fedprune.config import RunConfig
-
     try:
         stored = json.loads(results.read_text())["config"]
     except (OSError, ValueError, KeyError, TypeError):
         return []
+    return drift_between(stored, overrides)
+
+
+def drift_between(stored: Mapping[str, Any], overrides: Mapping[str, Any]) -> list[str]:
+    """:func:`overrides_drift` against a stored config already read."""
+    from fedprune.config import RunConfig
+
     defaults = RunConfig.predated_defaults()
     drift = []
     config = RunConfig.from_mapping(overrides).to_dict()

@@ -35,7 +35,7 @@ from fedprune.seeds import derive_seed
 from fedprune.training import TrainConfig, evaluate, resolve_device, train
 from strategies.fedavg import FedAvg, ValidatingStrategy
 from strategies.fedbt import FedBT, FedBTPrune
-from strategies.fedprune import FedPrune, ServerUpdateFn
+from strategies.fedprune import FedPrune, FedPruneCore, ServerUpdateFn
 from strategies.flower_baselines import (
     FlowerFedAvg,
     FlowerFedAvgM,
@@ -251,6 +251,26 @@ def partition_cap(cfg: RunConfig, data: ImageData) -> Callable[[int], int]:
     return cap
 
 
+FINAL_MODEL = "final_model.pt"  # the last global model (what clients receive)
+FINAL_DENSE_MODEL = "final_dense_model.pt"  # FedPrune family: the restored dense model W
+
+
+def save_final_models(
+    out: Path, arrays: ArrayRecord, dense: Mapping[str, np.ndarray] | None = None
+) -> None:
+    """Write the final model as a ``state_dict`` (``torch.load`` + ``load_state_dict``),
+    and the restored dense model when the strategy keeps one; atomically."""
+    out.mkdir(parents=True, exist_ok=True)
+    states = {FINAL_MODEL: arrays.to_torch_state_dict()}
+    if dense is not None:
+        states[FINAL_DENSE_MODEL] = {k: torch.from_numpy(np.array(v)) for k, v in dense.items()}
+    for name, state in states.items():
+        tmp = out / f".{name}.tmp"
+        torch.save(state, tmp)
+        tmp.replace(out / name)
+    log(INFO, "[fedprune] final model: %s", ", ".join(str(out / n) for n in states))
+
+
 CHECKPOINT_FILE = "checkpoint.npz"
 RESULTS_FILE = "results.json"
 
@@ -340,7 +360,7 @@ def run(grid: Grid, cfg: RunConfig) -> RoundRecorder:
     if cfg.round_retries > 0 and hasattr(strategy, "retry_policy"):
         strategy.retry_policy = (cfg.min_replies, cfg.round_retries, cfg.seed)
     check_partition(cfg, data, len(list(grid.get_node_ids())))
-    strategy.start(
+    result = strategy.start(
         grid=grid,
         initial_arrays=initial,
         num_rounds=remaining,
@@ -348,6 +368,9 @@ def run(grid: Grid, cfg: RunConfig) -> RoundRecorder:
         train_config=train_config,
         evaluate_fn=evaluate_fn,
     )
+    if cfg.results_dir:
+        save_final_models(Path(cfg.results_dir), result.arrays,
+                          strategy.W if isinstance(strategy, FedPruneCore) else None)
     s = recorder.to_dict()["summary"]
     log(INFO, "[fedprune] done: final accuracy %.4f, best %.4f, upload %.2f MB, download "
         "%.2f MB, %.1f s%s", s["final_accuracy"] or float("nan"),

@@ -177,6 +177,11 @@ def test_a_result_made_with_another_config_is_stale_and_rerun_only_when_asked(
     assert study.config_drift(res, static) == []
     res.write_text(json.dumps(_results(3, 3, config={**cfg, "alpha0": 0.9})))
     assert study.config_drift(res, jobs[key]) == [f"alpha0: 0.9 -> {cfg['alpha0']!r}"]
+    # nor the sparsity where the model is dense (`--set sparsity=0.9` leaves FedAvg done)
+    res.write_text(json.dumps(_results(3, 3, config={**study.job_config(fedavg), "sparsity": 0.5})))
+    assert study.config_drift(res, fedavg) == []
+    res.write_text(json.dumps(_results(3, 3, config={**cfg, "sparsity": 0.5})))
+    assert study.config_drift(res, jobs[key]) == [f"sparsity: 0.5 -> {cfg['sparsity']!r}"]
     # nor the CGSV keys where nothing is weighted by CGSV
     res.write_text(json.dumps(_results(3, 3, config={**study.job_config(fedavg),
                                                       "cgsv-reference": "trusted"})))
@@ -350,3 +355,13 @@ def test_every_shipped_study_file_is_valid_and_writes_to_its_own_folder(path):
     assert jobs, path
     assert {j.study for j in jobs} == {path.stem}  # results land in runs/<file stem>/
     assert len({j.key for j in jobs}) == len(jobs)  # no two jobs share a results folder
+
+
+def test_summary_of_a_folder_without_results_is_an_error(tmp_path):
+    from fedprune_lab.report import main as summary
+
+    (tmp_path / "empty" / "x").mkdir(parents=True)
+    with pytest.raises(SystemExit, match="no complete results.json under"):
+        summary([str(tmp_path / "empty")])
+    with pytest.raises(SystemExit, match="no folder"):
+        summary([str(tmp_path / "missing")])
