@@ -13,6 +13,7 @@ run-config, behaves like ``flwr run .``.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 from collections.abc import Mapping
@@ -27,6 +28,10 @@ if TYPE_CHECKING:
 
 DATA_DIR_ENV = "FEDPRUNE_DATA_DIR"
 
+# the ServerApp's strategies (strategies/server_app.py STRATEGIES; a test keeps them equal)
+STRATEGY_NAMES = ("fedavg", "fedprune", "flower-fedavg", "fedavgm", "fedprox", "fedmedian",
+                  "krum", "feddst", "static-magnitude", "static-random", "fedbt", "fedbt-prune",
+                  "small-dense", "lotteryfl", "subfedavg", "fedmp", "prunefl")
 NOISE_TYPES = ("none", "symmetric", "pairflip")
 ATTACKS = ("none", "sign-flip", "scale", "noise", "label-flip", "malformed")  # fedprune.attacks
 DEVICES = ("cpu", "cuda", "auto")
@@ -301,6 +306,23 @@ class RunConfig:
         for ok, key, why in checks:
             if not ok:
                 raise ConfigError(f"run-config {key!r} {why} (got {self.to_dict()[key]!r})")
+        self._check_names()
+
+    def _check_names(self) -> None:
+        """The strategy, dataset and model must be registered names (with a "did you
+        mean" for a typo), so a wrong one fails here, before anything starts."""
+        import fedprune.data  # noqa: F401  (registers every data set; imports config)
+        from fedprune.data.datasets import dataset_names
+        from fedprune.models import model_names
+
+        for key, value, valid in (("strategy", self.strategy, STRATEGY_NAMES),
+                                  ("dataset", self.dataset, dataset_names()),
+                                  ("model", self.model, model_names())):
+            if value not in valid:
+                close = difflib.get_close_matches(value, valid, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ConfigError(f"run-config {key!r}: unknown {value!r}{hint} (valid: "
+                                  f"{', '.join(sorted(valid))})")
 
     def partition_spec(self, num_partitions: int) -> PartitionSpec:
         """The partition of the training set this run-config describes."""

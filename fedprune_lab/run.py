@@ -24,6 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from fedprune.config import ConfigError
 from fedprune_lab.experiments import Experiment, load_experiment
 
 
@@ -126,8 +127,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.results_dir and len(args.experiments) > 1:
         raise SystemExit("--results-dir needs a single experiment file")
     extra = parse_set(args.set)
-    for path in args.experiments:
-        exp = load_experiment(path, extra)
+    try:  # every file checked before the first run starts; one line per error
+        exps = [load_experiment(path, extra) for path in args.experiments]
+    except (ConfigError, OSError) as exc:
+        raise SystemExit(f"fedprune-run: {exc}") from None
+    for exp in exps:
         if args.num_supernodes:
             exp.federation["num-supernodes"] = args.num_supernodes
         out = (args.results_dir or Path("results") / exp.name).resolve()

@@ -1,10 +1,12 @@
 """Pieces every fedprune strategy shares: byte accounting, client directory, sampling.
 
 * :func:`payload_bytes` counts the array bytes a message carries.
-* :class:`RecordingMixin` wraps any Message-API strategy (ours or Flower's)
-  so that each round's bytes, replies and centralized metrics land in a
-  :class:`~strategies.results.RoundRecorder`. It wraps ``start`` rather than
-  copying it.
+* :class:`RecordingMixin` wraps any Message-API strategy (ours or Flower's):
+  every training reply crosses the validation boundary
+  (:func:`strategies.replies.check_replies`) before the strategy's
+  ``aggregate_replies`` sees it, and each round's bytes, replies and
+  centralized metrics land in a :class:`~strategies.results.RoundRecorder`.
+  It wraps ``start`` rather than copying it.
 * :class:`ClientDirectory` learns each node's stable client id (its
   ``partition-id``) with one ``query`` message per new node, so sampling can
   be seeded: Flower's node ids are random per run, the client ids are not.
@@ -44,16 +46,17 @@ def payload_bytes(content: RecordDict) -> int:
 
 
 class RecordingMixin:
-    """Adds per-round accounting to a Message-API strategy (put it first in the bases).
+    """The validation boundary and per-round accounting of a Message-API strategy (put
+    it first in the bases; the strategy provides ``directory``, ``decode_payload``,
+    ``required_replies`` and ``aggregate_replies``).
 
     Records ``bytes_down`` (every message ``configure_train`` builds),
-    ``bytes_up`` (every reply that carries content), ``client_flops`` and
-    ``dense_client_flops`` (the training FLOPs the clients report, under their
-    masks and dense), ``clients`` (replies
-    without error; strategies that validate overwrite it with the accepted
-    count), ``aggregate_s`` (server time in ``aggregate_train``), the
-    clients' reported noise rates, and the centralized metrics that
-    ``evaluate_fn`` returns.
+    ``bytes_up`` (what every reply carried, counted from the data that arrived),
+    ``clients`` (accepted replies) and ``rejected`` (client -> reason),
+    ``client_flops`` and ``dense_client_flops`` (the training FLOPs the accepted
+    clients report, under their masks and dense), ``aggregate_s`` (server time in
+    ``aggregate_train``), the clients' reported noise rates, and the
+    centralized metrics that ``evaluate_fn`` returns.
     """
 
     recorder: RoundRecorder

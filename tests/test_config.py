@@ -71,3 +71,19 @@ def test_an_impossible_partition_is_refused_before_any_client_starts():
 
     with pytest.raises(ConfigError, match="over 300 clients"):
         run(Grid(), cfg)
+
+
+def test_unknown_names_fail_at_once_with_a_did_you_mean(tmp_path):
+    from fedprune.config import STRATEGY_NAMES
+    from fedprune_lab.run import main as fedprune_run
+    from strategies.server_app import STRATEGIES
+
+    assert sorted(STRATEGY_NAMES) == sorted(STRATEGIES)
+    for key, typo, meant in (("strategy", "fedprun", "fedprune"), ("dataset", "mnsit", "mnist"),
+                             ("model", "cnn-mnst", "cnn-mnist")):
+        with pytest.raises(ConfigError, match=f"'{key}': unknown '{typo}'; did you mean '{meant}'"):
+            RunConfig.from_mapping({key: typo})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("strategy: fedprun\n")
+    with pytest.raises(SystemExit, match="fedprune-run: .*did you mean 'fedprune'"):
+        fedprune_run([str(bad)])
