@@ -63,7 +63,7 @@ def masked_average(
     position as 0 trained it from 0, but the server holds its residual
     ``previous[j]``; its value counts as an update on top of the residual,
     ``previous[j] + w_i[j]``, and a zero vote as ``previous[j]`` (no
-    change). A regrown weight thus resumes from its residual (DESIGN.md,
+    change). A regrown weight thus resumes from its residual (docs/design.md,
     residual restoration) instead of restarting from 0. Positions every
     holder received are unchanged by it.
 

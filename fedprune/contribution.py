@@ -2,7 +2,7 @@
 
 Cosine-gradient Shapley value (Xu et al., NeurIPS 2021, "Gradient-Driven
 Rewards to Guarantee Fairness in Collaborative Machine Learning"),
-as DESIGN.md adapts it to sparse updates. For the clients i of a round, with
+as docs/design.md adapts it to sparse updates. For the clients i of a round, with
 updates ``d_i`` (flattened, zero outside client i's support ``S_i``):
 
     u_i   = d_i / ||d_i||
@@ -21,7 +21,7 @@ A client whose update points against the others gets phi_i < 0, its score
 sinks to the floor, and its weight shrinks as lambda_t decays.
 
 The reference u above is the round's own aggregate (``reference="round"``, the
-paper's and DESIGN.md's). When the clients that point the wrong way are half of
+paper's and docs/design.md's). When the clients that point the wrong way are half of
 a round or more, that aggregate *is* their direction and they score as high as
 the others. ``reference="trusted"`` builds u from the half of the round that
 agrees most with the direction the server applied in earlier rounds:

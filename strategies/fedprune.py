@@ -2,7 +2,7 @@
 
 The strategy holds the dense model ``W`` (the "large" model), the global mask
 ``M`` over the prunable tensors and the clients' contribution scores. One
-round (DESIGN.md, "One round of FedPrune"):
+round (docs/design.md, "One round of FedPrune"):
 
 1. ``configure_train``: sample clients; send each the sparse model (values of
    ``W`` on ``M`` plus the packed mask, :mod:`fedprune.codec`), the dense
