@@ -154,8 +154,29 @@ def run_job(job: Job, out: Path, engine: str, app_dir: Path) -> int:
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "FLWR_TELEMETRY_ENABLED": "0",
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     with open(out / "log.txt", "w") as log:
-        return subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                              cwd=ROOT).returncode
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        return follow(proc, out / "results.json", job_rounds(job))
+
+
+def follow(proc: subprocess.Popen, results: Path, rounds: int, every: float = 2.0) -> int:
+    """Wait for a job's process, printing a line for every round its results.json gains
+    (round, accuracy, upload so far); return its exit code."""
+    shown = 0
+    while True:
+        code = proc.poll()
+        try:
+            done = json.loads(results.read_text())["rounds"]
+        except (OSError, ValueError, KeyError, TypeError):  # not there yet, or being replaced
+            done = []
+        for r in done[shown + 1:]:  # round 0 is the initial model
+            up = sum(x.get("bytes_up", 0) for x in done[: r["round"] + 1]) / 1e6
+            acc = r.get("accuracy")
+            print(f"[fedprune-study]     round {r['round']}/{rounds}: accuracy "
+                  f"{acc if acc is None else f'{acc:.4f}'}, upload {up:.1f} MB", flush=True)
+        shown = max(shown, len(done) - 1)
+        if code is not None:
+            return code
+        time.sleep(every)
 
 
 def _one(job_file: Path, engine: str, app_dir: Path) -> None:

@@ -236,7 +236,8 @@ def test_run_job_keeps_a_finished_result_aside_and_drops_an_interrupted_one(
     job = load_study(study_file, seeds=[0])[0]
     out = tmp_path / "job"
     out.mkdir()
-    monkeypatch.setattr(study.subprocess, "run", lambda *a, **k: type("P", (), {"returncode": 0}))
+    # the child process does nothing and has already exited
+    monkeypatch.setattr(study.subprocess, "Popen", lambda *a, **k: type("P", (), {"poll": lambda s: 0})())
     (out / "results.json").write_text(json.dumps(_results(3, 3, accs=[0.1, 0.2, 0.3])))
     study.run_job(job, out, "simulation", tmp_path)
     assert not (out / "results.json").exists()
@@ -365,3 +366,22 @@ def test_summary_of_a_folder_without_results_is_an_error(tmp_path):
         summary([str(tmp_path / "empty")])
     with pytest.raises(SystemExit, match="no folder"):
         summary([str(tmp_path / "missing")])
+
+
+def test_a_running_job_shows_its_rounds_as_results_json_gains_them(tmp_path, capsys):
+    import sys
+
+    res = tmp_path / "results.json"
+    child = (  # a job that records round 0, then 1, then 2
+        "import json, sys, time\n"
+        "for n in (1, 2, 3):\n"
+        "    rounds = [{'round': i, 'accuracy': 0.1 * (i + 1), 'bytes_up': 2_000_000 * (i > 0)}\n"
+        "              for i in range(n)]\n"
+        "    open(sys.argv[1] + '.tmp', 'w').write(json.dumps({'rounds': rounds}))\n"
+        "    __import__('os').replace(sys.argv[1] + '.tmp', sys.argv[1])\n"
+        "    time.sleep(0.4)\n")
+    proc = subprocess.Popen([sys.executable, "-c", child, str(res)])
+    assert study.follow(proc, res, rounds=2, every=0.1) == 0
+    lines = [x for x in capsys.readouterr().out.splitlines() if "round " in x]
+    assert lines == ["[fedprune-study]     round 1/2: accuracy 0.2000, upload 2.0 MB",
+                     "[fedprune-study]     round 2/2: accuracy 0.3000, upload 4.0 MB"]
