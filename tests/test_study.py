@@ -369,8 +369,6 @@ def test_summary_of_a_folder_without_results_is_an_error(tmp_path):
 
 
 def test_a_running_job_shows_its_rounds_as_results_json_gains_them(tmp_path, capsys):
-    import sys
-
     res = tmp_path / "results.json"
     child = (  # a job that records round 0, then 1, then 2
         "import json, sys, time\n"
