@@ -254,6 +254,13 @@ def encode_state(
     return out
 
 
+def wire_dtype(model_dtype: np.dtype | str, value_dtype: str = "float32") -> np.dtype:
+    """The dtype a model tensor of ``model_dtype`` travels in (:func:`encode_state`):
+    float32 ones in the run's ``value_dtype``, every other one in its own."""
+    model_dtype = np.dtype(model_dtype)
+    return np.dtype(_value_dtype(value_dtype)) if model_dtype == np.float32 else model_dtype
+
+
 def widen(arr: np.ndarray) -> np.ndarray:
     """A float16 wire array as float32 (others unchanged)."""
     arr = np.asarray(arr)
@@ -293,9 +300,7 @@ def decode_state(
             if tuple(arr.shape) != tuple(shape):
                 raise CodecError(f"{name}: shape {tuple(arr.shape)}, expected {tuple(shape)}")
             if dtypes is not None:
-                want = np.dtype(dtypes[name])
-                if want == np.float32 and value_dtype is not None:
-                    want = np.dtype(_value_dtype(value_dtype))
+                want = wire_dtype(dtypes[name], value_dtype or "float32")
                 if arr.dtype != want:
                     raise CodecError(f"{name}: dtype {arr.dtype}, expected {want}")
             state[name] = widen(arr)

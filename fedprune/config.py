@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fedprune.attacks import ATTACKS
 from fedprune.contribution import REFERENCES as CGSV_REFERENCES
 
 if TYPE_CHECKING:
@@ -33,7 +34,6 @@ STRATEGY_NAMES = ("fedavg", "fedprune", "flower-fedavg", "fedavgm", "fedprox", "
                   "krum", "feddst", "static-magnitude", "static-random", "fedbt", "fedbt-prune",
                   "small-dense", "lotteryfl", "subfedavg", "fedmp", "prunefl")
 NOISE_TYPES = ("none", "symmetric", "pairflip")
-ATTACKS = ("none", "sign-flip", "scale", "noise", "label-flip", "malformed")  # fedprune.attacks
 DEVICES = ("cpu", "cuda", "auto")
 CODEC_DTYPES = ("float32", "float16")
 ADAPTIVE_DENSITY = ("none", "budget", "contribution")

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from fedprune import codec
+
 # RecordDict keys
 ARRAYS = "arrays"  # ArrayRecord: model payload
 CONFIG = "config"  # ConfigRecord: per-round instructions
@@ -130,7 +132,7 @@ def check_dense(
         a = arrays[k]
         if tuple(a.shape) != tuple(shape):
             raise InvalidUpdate(f"{k}: shape {tuple(a.shape)}, expected {tuple(shape)}")
-        want = np.dtype(value_dtype) if np.dtype(dtype) == np.float32 else np.dtype(dtype)
+        want = codec.wire_dtype(dtype, value_dtype)
         if a.dtype != want:
             raise InvalidUpdate(f"{k}: dtype {a.dtype}, expected {want}")
         if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():

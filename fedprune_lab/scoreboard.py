@@ -352,8 +352,8 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"  {j.key}")
         return
     _, _, cells = load_suite(args.suite.resolve())
-    studies = {c.study.resolve() for c in cells if args.only is None or c.name in args.only}
-    todo = [j for j in missing if any(j.study == load_study(s)[0].study for s in studies)]
+    studies = {load_study(c.study)[0].study for c in cells if args.only is None or c.name in args.only}
+    todo = [j for j in missing if j.study in studies]
     for i, job in enumerate(todo, 1):
         out = args.runs.resolve() / job.key
         print(f"[fedprune-scoreboard] [{i}/{len(todo)}] {job.key} ...", flush=True)

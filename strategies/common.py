@@ -29,7 +29,7 @@ from flwr.serverapp.strategy import Result
 
 from fedprune import wire
 from fedprune.checkpoint import CheckpointError, join, save_checkpoint, split
-from strategies.replies import Reply, check_replies, received_bytes
+from strategies.replies import Reply, check_replies, most_common, received_bytes
 from strategies.results import RoundRecorder
 
 EvaluateFn = Callable[[int, ArrayRecord], MetricRecord | None]
@@ -230,21 +230,14 @@ class RecordingMixin:
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
         server_round += self.round_offset
-        usable = []
-        for msg in replies:  # only usable replies reach the strategy (Flower's would raise)
-            met = None if msg.has_error() else msg.content.metric_records.get(wire.METRICS)
-            why = "no metrics" if met is None else evaluation_problem(met)
-            if why is None:
-                usable.append(msg)
-            else:
-                log(WARNING, "round %d: evaluation reply of client %s unusable: %s", server_round,
-                    self.directory.label(msg.metadata.src_node_id), why)  # type: ignore[attr-defined]
+        # only usable replies reach the strategy (Flower's would raise on the others)
+        usable = usable_evaluations(replies, self.directory.label)  # type: ignore[attr-defined]
         if self.uniform_metrics and usable:
             keysets = [tuple(sorted(m.content.metric_records[wire.METRICS])) for m in usable]
-            common = max(sorted(set(keysets)), key=keysets.count)
+            common = most_common(keysets)
             usable = [m for m, k in zip(usable, keysets, strict=True) if k == common]
         replies = usable
-        ok = evaluation_metrics(replies, warn=False)
+        ok = [m.content.metric_records[wire.METRICS] for m in usable]
         if ok:
             n = np.array([float(m[wire.NUM_EXAMPLES]) for m in ok])
             acc = np.array([float(m["accuracy"]) for m in ok])
@@ -329,11 +322,11 @@ class RecordingMixin:
         return ArrayRecord({k: Array(v) for k, v in split(arrays, "model").items()})
 
 
-def evaluation_metrics(
+def usable_evaluations(
     replies: Iterable[Message], label: Callable[[int], str] | None = None, warn: bool = True
-) -> list[MetricRecord]:
-    """The MetricRecords of usable evaluation replies (``accuracy`` and ``num-examples``);
-    the others are logged (``warn``) and left out."""
+) -> list[Message]:
+    """The evaluation replies whose metrics are usable (:func:`evaluation_problem`); the
+    others are logged (``warn``) and left out."""
     out = []
     for msg in replies:
         met = None if msg.has_error() else msg.content.metric_records.get(wire.METRICS)
@@ -344,8 +337,15 @@ def evaluation_metrics(
                 log(WARNING, "evaluation reply of %s unusable: %s",
                     label(node) if label else f"node {node}", why)
             continue
-        out.append(met)
+        out.append(msg)
     return out
+
+
+def evaluation_metrics(
+    replies: Iterable[Message], label: Callable[[int], str] | None = None, warn: bool = True
+) -> list[MetricRecord]:
+    """The MetricRecords of :func:`usable_evaluations`."""
+    return [m.content.metric_records[wire.METRICS] for m in usable_evaluations(replies, label, warn)]
 
 
 def evaluation_problem(met: MetricRecord) -> str | None:

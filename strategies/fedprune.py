@@ -342,11 +342,12 @@ class FedPruneCore(ValidatingStrategy):
             n_sent = int(np.count_nonzero(sent[k]))
             grown = int(np.count_nonzero(m & ~sent[k]))
             dropped = int(np.count_nonzero(sent[k] & ~m))
-            if grown > ceil_count(self.round_alpha, n_sent) or dropped > self.max_dropped(k, n_sent):
+            may_grow, may_drop = ceil_count(self.round_alpha, n_sent), self.max_dropped(k, n_sent)
+            if grown > may_grow or dropped > may_drop:
                 raise wire.InvalidUpdate(
                     f"{k}: the mask grew {grown} and dropped {dropped} of the {n_sent} positions "
-                    f"sent; this round allows {ceil_count(self.round_alpha, n_sent)} and "
-                    f"{self.max_dropped(k, n_sent)} (alpha_t {self.round_alpha:.4f})")
+                    f"sent; this round allows {may_grow} and {may_drop} "
+                    f"(alpha_t {self.round_alpha:.4f})")
         for k, v in state.items():
             if np.issubdtype(v.dtype, np.floating) and not np.isfinite(v).all():
                 raise wire.InvalidUpdate(f"{k}: non-finite values")

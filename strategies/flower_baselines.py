@@ -103,7 +103,13 @@ class _Wrapped(RecordingMixin, SeededSampling):
     def aggregate_replies(
         self, server_round: int, ok: list[Reply]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Flower's own ``aggregate_train`` on the messages of the valid replies."""
+        """Flower's own ``aggregate_train`` on the messages of the valid replies (and which
+        of them attacked or had noisy labels: our strategies record these with the weight
+        they gave them)."""
+        self.recorder.add(
+            server_round,
+            attacker_clients=sorted(r.client for r in ok if wire.is_attacker(r.metrics)),
+            noisy_clients=sorted(r.client for r in ok if wire.is_noisy(r.metrics)))
         messages = [r.message for r in ok if r.message is not None]
         # RecordingMixin.aggregate_train already ran; this is Flower's (via SeededSampling)
         return super(RecordingMixin, self).aggregate_train(server_round, messages)  # type: ignore[misc]

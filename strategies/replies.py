@@ -129,6 +129,12 @@ def screen(
     return arrays, n, metrics
 
 
+def most_common(keysets: list[tuple[str, ...]]) -> tuple[str, ...]:
+    """The metric key set most replies share (ties: the first in sorted order), which a
+    minority of replies cannot choose."""
+    return max(sorted(set(keysets)), key=keysets.count)
+
+
 def check_replies(
     replies: Iterable[Message], server_round: int, *, sent: set[int], client_of: Mapping[int, int],
     payload: PayloadCheck, cap: int = 0, same_metric_keys: bool = False,
@@ -162,7 +168,7 @@ def check_replies(
         accepted.append(Reply(client_of.get(node, -1), node, decoded, n, metrics, msg))
     if same_metric_keys and accepted:
         keysets = [tuple(sorted(r.metrics)) for r in accepted]
-        common = max(sorted(set(keysets)), key=keysets.count)
+        common = most_common(keysets)
         for r, keys in zip(list(accepted), keysets, strict=True):
             if keys != common:
                 rejected[r.node] = f"metric keys {list(keys)} differ from the round's {list(common)}"

@@ -320,3 +320,20 @@ def test_federation_client_resources_are_read_checked_and_reach_the_study_job(tm
     f.write_text("federation:\n  client-gpus: 1\n")
     with pytest.raises(ConfigError, match="unknown federation keys"):
         load_experiment(f)
+
+
+def test_flower_strategies_record_which_accepted_clients_attacked_or_were_noisy():
+    from flwr.app import Array, ArrayRecord
+
+    from strategies.flower_baselines import FlowerFedMedian
+
+    s = FlowerFedMedian(recorder=RoundRecorder(None, {}, 2), fraction_train=1.0,
+                        min_train_nodes=3, min_available_nodes=3)
+    s.configure_train(1, ArrayRecord({"w": Array(np.zeros(2, np.float32))}), config(), FakeGrid(3))
+    extra = [{wire.ATTACKER: 1, wire.NOISE_RATE: 0.0}, {wire.ATTACKER: 0, wire.NOISE_RATE: 0.5},
+             {wire.ATTACKER: 0, wire.NOISE_RATE: 0.0}]
+    s.aggregate_train(1, [reply(100 + i, {"w": np.full(2, i, np.float32)},
+                                {wire.NUM_EXAMPLES: 10, wire.CLIENT_ID: i, **e})
+                          for i, e in enumerate(extra)])
+    assert s.recorder.rounds[1]["attacker_clients"] == [0]
+    assert s.recorder.rounds[1]["noisy_clients"] == [1] and s.recorder.rounds[1]["clients"] == 3
