@@ -162,6 +162,9 @@ class FedBTPruneCore(_Scheduled, FedPruneCore):
     ----------
     schedule : which layer groups each round trains
     **kwargs : the arguments of :class:`strategies.fedprune.FedPruneCore`
+
+    FedBT-prune is FedPrune plus partial training (not a baseline): it follows
+    FedPrune's parts by design.
     """
 
     def __init__(self, **kwargs: Any) -> None:

@@ -47,18 +47,19 @@ from fedprune.bandit import UCB1
 from fedprune.checkpoint import join, split
 from fedprune.masks import ceil_count, density_of, layer_budgets, magnitude_masks
 from strategies.common import RecordingMixin
-from strategies.fedprune import FedPruneCore
+from strategies.parts import DataSizeWeighting, StaticMask
 from strategies.replies import Reply
 from strategies.results import RoundRecorder
+from strategies.sparse import SparseServer
 
 
-class PerClientMaskCore(FedPruneCore):
-    """Server with one mask per client (see the module docstring)."""
+class PerClientMaskCore(SparseServer):
+    """Server with one mask per client (see the module docstring); ``num_rounds`` is
+    not used."""
 
-    def __init__(self, **kwargs: Any) -> None:
-        kwargs.update(dynamic_topology=False, contribution_weighting=False,
-                      residual_restoration=True, grown_average="holders", clip_updates=0.0)
-        super().__init__(**kwargs)
+    def __init__(self, *, num_rounds: int = 0, **kwargs: Any) -> None:
+        super().__init__(weighting=DataSizeWeighting(), mask_policy=StaticMask(),
+                         residuals=True, grown_average="holders", **kwargs)
         self.client_masks: dict[int, dict[str, np.ndarray]] = {}
 
     def own_mask(self, client: int) -> dict[str, np.ndarray]:

@@ -1,5 +1,5 @@
 """PruneFL (Jiang et al., "Model Pruning Enables Efficient Federated Learning on Edge
-Devices", IEEE TNNLS 2022), on the FedPrune machinery.
+Devices", IEEE TNNLS 2022), on the sparse server core.
 
 1. *Initial pruning on one client*: round 1 sends the dense model to one
    (seeded) client. It trains for ``prunefl-initial-epochs`` epochs and,
@@ -44,9 +44,10 @@ from fedprune import codec, wire
 from fedprune.aggregation import restore_residuals
 from fedprune.masks import magnitude_masks, topk_mask
 from strategies.common import RecordingMixin
-from strategies.fedprune import FedPruneCore
+from strategies.parts import DataSizeWeighting, StaticMask
 from strategies.replies import Reply
 from strategies.results import RoundRecorder
+from strategies.sparse import SparseServer
 
 
 def reconfigure(
@@ -62,14 +63,15 @@ def reconfigure(
 INITIAL_PRUNE_RATE = 0.3  # share of a layer's kept weights one initial pruning step removes
 
 
-class PruneFLCore(FedPruneCore):
-    """PruneFL's server. ``reconfig_interval``: rounds between reconfigurations."""
+class PruneFLCore(SparseServer):
+    """PruneFL's server. ``reconfig_interval``: rounds between reconfigurations
+    (``num_rounds`` is not used)."""
 
     def __init__(self, *, reconfig_interval: int = 5, initial_epochs: int = 10,
-                 **kwargs: Any) -> None:
-        kwargs.update(dynamic_topology=False, contribution_weighting=False,
-                      residual_restoration=True, grown_average="holders", clip_updates=0.0)
-        super().__init__(**kwargs)
+                 num_rounds: int = 0, **kwargs: Any) -> None:
+        # between reconfigurations: sparse FedAvg on a fixed mask, pruned values kept
+        super().__init__(weighting=DataSizeWeighting(), mask_policy=StaticMask(),
+                         residuals=True, grown_average="holders", **kwargs)
         if reconfig_interval < 1:
             raise ValueError("reconfig_interval must be >= 1")
         if initial_epochs < 1:

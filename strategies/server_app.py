@@ -35,7 +35,8 @@ from fedprune.seeds import derive_seed
 from fedprune.training import TrainConfig, evaluate, resolve_device, train
 from strategies.fedavg import FedAvg, ValidatingStrategy
 from strategies.fedbt import FedBT, FedBTPrune
-from strategies.fedprune import FedPrune, FedPruneCore, ServerUpdateFn
+from strategies.feddst import FedDST, StaticSparse
+from strategies.fedprune import FedPrune, ServerUpdateFn
 from strategies.flower_baselines import (
     FlowerFedAvg,
     FlowerFedAvgM,
@@ -46,6 +47,7 @@ from strategies.flower_baselines import (
 from strategies.personalized import FedMP, LotteryFL, SubFedAvg
 from strategies.prunefl import PruneFL
 from strategies.results import RoundRecorder
+from strategies.sparse import SparseServer
 
 StrategyFactory = Callable[[RunConfig, RoundRecorder, nn.Module], Strategy]
 
@@ -69,8 +71,8 @@ def _flower_sampling(cfg: RunConfig) -> dict[str, Any]:
 
 def _fedprune(cfg: RunConfig, recorder: RoundRecorder, model: nn.Module,
               strategy_cls: type = FedPrune, **fixed: Any) -> Strategy:
-    """FedPrune from the run-config; ``fixed`` pins arguments for the baselines built on it
-    (``strategy_cls``: a FedPrune variant taking the same arguments, e.g. FedBTPrune)."""
+    """FedPrune from the run-config (``strategy_cls``: FedPrune, or FedBTPrune, which takes
+    the same arguments and ``fixed`` ones of its own)."""
     args: dict[str, Any] = dict(
         sparsity=cfg.sparsity, density_distribution=cfg.density_distribution, alpha0=cfg.alpha0,
         readjust_interval=cfg.readjust_interval, readjust_end=cfg.readjust_end,
@@ -147,22 +149,23 @@ def _personal(cls: type, cfg: RunConfig, rec: RoundRecorder, model: nn.Module) -
         extra = {"arms": cfg.fedmp_arms_tuple()}
     else:
         extra = {"prune_rate": cfg.prune_rate, "lottery_threshold": cfg.lottery_threshold}
-    return cls(
-        recorder=rec, initial_state=wire.state_to_numpy(model.state_dict()),
-        prunable=prunable_names(model), num_rounds=cfg.num_server_rounds, sparsity=cfg.sparsity,
-        density_distribution=cfg.density_distribution, **extra, **_sampling(cfg),
-    )
+    return _sparse(cls, cfg, rec, model, **extra)
 
 
-# FedDST (Bibikar et al., AAAI 2022) is FedPrune's machinery with its own choices:
-# data-size weights (no CGSV), pruned weights zeroed (no residuals), each position
-# averaged over the clients holding it (also grown ones) and no update clipping.
-_FEDDST = {"contribution_weighting": False, "residual_restoration": False,
-           "grown_average": "holders", "grown_start": "zero", "clip_updates": 0.0}
-# Static sparse controls: a fixed mask, plain data-size weighted sparse FedAvg.
-_STATIC = {"dynamic_topology": False, "contribution_weighting": False,
-           "residual_restoration": False, "grown_average": "holders", "grown_start": "zero",
-           "clip_updates": 0.0}
+def _sparse(cls: type, cfg: RunConfig, rec: RoundRecorder, model: nn.Module,
+            **args: Any) -> Strategy:
+    """A sparse baseline of the server core at the run's sparsity and sampling."""
+    return cls(recorder=rec, initial_state=wire.state_to_numpy(model.state_dict()),
+               prunable=prunable_names(model), num_rounds=cfg.num_server_rounds,
+               sparsity=cfg.sparsity, density_distribution=cfg.density_distribution,
+               **args, **_sampling(cfg))
+
+
+def _feddst(cfg: RunConfig, rec: RoundRecorder, model: nn.Module) -> Strategy:
+    return _sparse(FedDST, cfg, rec, model, alpha0=cfg.alpha0,
+                   readjust_interval=cfg.readjust_interval, readjust_end=cfg.readjust_end,
+                   readjust_at=cfg.readjust_at, growth=cfg.growth)
+
 
 STRATEGIES: dict[str, StrategyFactory] = {
     "fedavg": _fedavg,
@@ -176,11 +179,11 @@ STRATEGIES: dict[str, StrategyFactory] = {
     "fedmedian": lambda cfg, rec, model: FlowerFedMedian(recorder=rec, **_flower_sampling(cfg)),
     "krum": lambda cfg, rec, model: FlowerKrum(
         recorder=rec, num_malicious_nodes=cfg.krum_malicious, **_flower_sampling(cfg)),
-    "feddst": lambda cfg, rec, model: _fedprune(cfg, rec, model, **_FEDDST),
-    "static-magnitude": lambda cfg, rec, model: _fedprune(
-        cfg, rec, model, initial_mask="magnitude", **_STATIC),
-    "static-random": lambda cfg, rec, model: _fedprune(
-        cfg, rec, model, initial_mask="random", **_STATIC),
+    "feddst": _feddst,
+    "static-magnitude": lambda cfg, rec, model: _sparse(
+        StaticSparse, cfg, rec, model, initial_mask="magnitude"),
+    "static-random": lambda cfg, rec, model: _sparse(
+        StaticSparse, cfg, rec, model, initial_mask="random"),
     # FedBT partial training (strategies/fedbt.py): dense, and with FedPrune's sparsity
     "fedbt": lambda cfg, rec, model: FedBT(
         recorder=rec, schedule=_fedbt_schedule(cfg, model), **_sampling(cfg)),
@@ -191,11 +194,9 @@ STRATEGIES: dict[str, StrategyFactory] = {
     "lotteryfl": lambda cfg, rec, model: _personal(LotteryFL, cfg, rec, model),
     "subfedavg": lambda cfg, rec, model: _personal(SubFedAvg, cfg, rec, model),
     "fedmp": lambda cfg, rec, model: _personal(FedMP, cfg, rec, model),
-    "prunefl": lambda cfg, rec, model: PruneFL(
-        recorder=rec, initial_state=wire.state_to_numpy(model.state_dict()),
-        prunable=prunable_names(model), num_rounds=cfg.num_server_rounds, sparsity=cfg.sparsity,
-        density_distribution=cfg.density_distribution, reconfig_interval=cfg.reconfig_interval,
-        initial_epochs=cfg.prunefl_initial_epochs, **_sampling(cfg)),
+    "prunefl": lambda cfg, rec, model: _sparse(
+        PruneFL, cfg, rec, model, reconfig_interval=cfg.reconfig_interval,
+        initial_epochs=cfg.prunefl_initial_epochs),
 }
 
 
@@ -332,7 +333,7 @@ def run(grid: Grid, cfg: RunConfig) -> RoundRecorder:
     strategy = build_strategy(cfg, recorder, model)
     evaluate_fn = centralized_evaluate(
         model, test_loader(data, cfg.eval_batch_size, cfg.eval_samples, cfg.seed), device)
-    if isinstance(strategy, (FedPrune, FedBTPrune)):
+    if isinstance(strategy, (FedPrune, FedBTPrune, FedDST, StaticSparse)):  # their W, evaluated too
         strategy.dense_evaluate = lambda state: evaluate_fn(
             0, ArrayRecord({k: Array(v) for k, v in state.items()})
         )
@@ -370,7 +371,7 @@ def run(grid: Grid, cfg: RunConfig) -> RoundRecorder:
     )
     if cfg.results_dir:
         save_final_models(Path(cfg.results_dir), result.arrays,
-                          strategy.W if isinstance(strategy, FedPruneCore) else None)
+                          strategy.W if isinstance(strategy, SparseServer) else None)
     s = recorder.to_dict()["summary"]
     log(INFO, "[fedprune] done: final accuracy %.4f, best %.4f, upload %.2f MB, download "
         "%.2f MB, %.1f s%s", s["final_accuracy"] or float("nan"),

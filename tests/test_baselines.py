@@ -11,7 +11,9 @@ from fedprune.masks import prunable_names
 from fedprune.models import model_from_config, num_parameters
 from fedprune.training import TrainConfig, train
 from fedprune_lab.experiments import load_experiment
+from strategies.fedprune import FedPruneCore
 from strategies.flower_baselines import FlowerFedAvgM, FlowerFedProx
+from strategies.parts import DataSizeWeighting, DynamicMask
 from strategies.results import RoundRecorder
 from strategies.server_app import STRATEGIES, build_strategy
 
@@ -74,7 +76,7 @@ def test_static_masks_keep_budget_and_differ():
     rnd = build_strategy(cfg, RoundRecorder(None, {}, 2), model)
     mag = build_strategy(RunConfig.from_mapping({"strategy": "static-magnitude"}),
                          RoundRecorder(None, {}, 2), model)
-    assert rnd.budgets == mag.budgets and not rnd.dynamic_topology and not mag.residual_restoration
+    assert rnd.budgets == mag.budgets and not rnd.mask_policy.moves and not mag.residuals
     assert {k: int(m.sum()) for k, m in rnd.M.items()} == rnd.budgets
     assert any(not np.array_equal(rnd.M[k], mag.M[k]) for k in rnd.M)
     w = {k: np.abs(v) for k, v in mag.W.items()}
@@ -82,10 +84,23 @@ def test_static_masks_keep_budget_and_differ():
     assert w[k][mag.M[k]].mean() > 1.5 * np.abs(rnd.W[k][rnd.M[k]]).mean()
 
 
-def test_feddst_is_fedprune_without_cgsv_and_residuals():
+def test_feddst_is_the_sparse_core_with_a_dynamic_mask_and_data_size_weights():
     s = build_strategy(RunConfig.from_mapping({"strategy": "feddst"}), RoundRecorder(None, {}, 2),
                        model_from_config(RunConfig(), (1, 28, 28), 10))
-    assert s.dynamic_topology and not s.contribution_weighting and not s.residual_restoration
+    assert isinstance(s.mask_policy, DynamicMask) and isinstance(s.weighting, DataSizeWeighting)
+    assert not s.residuals and s.update_filter is None and s.grown_average == "holders"
+
+
+def test_no_baseline_inherits_fedprune():
+    """A change to FedPrune's class cannot change a baseline: only FedPrune and its own
+    partial-training variant are FedPrune servers; every other sparse method is the
+    neutral core with parts of its own."""
+    model = model_from_config(RunConfig(), (1, 28, 28), 10)
+    fedprune_family = {"fedprune", "fedbt-prune"}
+    for name in STRATEGIES:
+        s = build_strategy(RunConfig.from_mapping({"strategy": name}), RoundRecorder(None, {}, 2),
+                           model)
+        assert isinstance(s, FedPruneCore) == (name in fedprune_family), name
 
 
 def test_small_dense_matches_fedprune_kept_parameters():

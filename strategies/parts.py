@@ -1,0 +1,277 @@
+"""The swappable parts of :class:`strategies.sparse.SparseServer`.
+
+A sparse method is the server core plus one of each:
+
+* a :class:`Weighting` turns the round's accepted replies into aggregation
+  weights: :class:`DataSizeWeighting` (FedAvg's n_i / sum n) or
+  :class:`CGSVWeighting` (cosine-gradient Shapley values blended with data size
+  by a decaying trade-off, :mod:`fedprune.contribution`);
+* a :class:`MaskPolicy` says how far clients may move their masks this round
+  and what the next global mask is: :class:`StaticMask` (fixed) or
+  :class:`DynamicMask` (client-side readjustment, the new mask the per-layer
+  top-|value| positions of the union, :mod:`fedprune.dst`);
+* an optional update filter, :class:`NormClip` (updates longer than c x the
+  median norm are scaled down to it).
+
+Every part owns its state and puts it in the server's checkpoint
+(``state`` / ``load_state``), so a resumed run and an aggregation that is redone
+without one reply (:class:`strategies.common.RecordingMixin`) see the same parts.
+Parts never import Flower.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from fedprune.aggregation import select_global_mask
+from fedprune.contribution import ContributionState, data_size_weights, tradeoff
+from fedprune.dst import GROWTH, readjust_fraction
+
+# A client's update on its support: per float tensor (flat positions, what it received
+# there, its values minus that), float64.
+Update = dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+@dataclass
+class Flat:
+    """The round's updates flattened over the model's float tensors (one vector each,
+    given on its support): what CGSV scores."""
+
+    indices: list[np.ndarray]
+    values: list[np.ndarray]
+    size: int
+
+
+@dataclass
+class RoundWeights:
+    """A weighting's answer for one round."""
+
+    weights: dict[int, float]  # client id -> aggregation weight (sums to 1)
+    phis: dict[int, float] = field(default_factory=dict)  # raw CGSV cosines (scored clients)
+    lambda_t: float | None = None  # the data-size share of the blend (None: no blend)
+    trusted: list[int] | None = None  # who built the CGSV reference (trusted reference)
+
+
+class Weighting(Protocol):
+    """How the round's accepted replies are weighted."""
+
+    needs_updates: bool  # whether :meth:`weights` reads the flattened updates
+
+    def weights(self, server_round: int, clients: list[int], n: list[int],
+                flat: Callable[[], Flat]) -> RoundWeights: ...
+
+    def scores(self) -> Mapping[int, float]: ...
+
+    def describe(self) -> str: ...
+
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]: ...
+
+    def load_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any], size: int) -> None: ...
+
+
+class DataSizeWeighting:
+    """FedAvg's weights: n_i / sum n."""
+
+    needs_updates = False
+
+    def weights(self, server_round: int, clients: list[int], n: list[int],
+                flat: Callable[[], Flat]) -> RoundWeights:
+        return RoundWeights(data_size_weights(clients, n))
+
+    def scores(self) -> Mapping[int, float]:
+        return {}
+
+    def describe(self) -> str:
+        return "data size"
+
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        return {}, {}
+
+    def load_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any], size: int) -> None:
+        return None
+
+
+class CGSVWeighting:
+    """CGSV contribution weights ``p_i = lambda_t n_i/sum n + (1 - lambda_t) r_i/sum r``.
+
+    ``r_i`` are the clients' smoothed cosine scores (:class:`ContributionState`:
+    beta, floor, leave-one-out, the reference they are measured against and its
+    history factor); lambda_t decays from ``lambda0`` to ``lambda_min`` over
+    ``num_rounds`` by ``schedule``. ``server_update`` (reference ``server``) is a
+    zero-argument function giving the server's own flattened update this round.
+    Before there is a reference to score against (the trusted reference's first
+    round) the weights are data size.
+    """
+
+    needs_updates = True
+
+    def __init__(self, *, num_rounds: int, lambda0: float = 0.5, schedule: str = "cosine",
+                 lambda_min: float = 0.0, beta: float = 0.5, floor: float = 1e-3,
+                 leave_one_out: bool = False, reference: str = "trusted",
+                 history_beta: float = 0.5,
+                 server_update: Callable[[int], np.ndarray] | None = None) -> None:
+        tradeoff(1, num_rounds, lambda0, schedule, lambda_min)  # validates schedule, floor
+        if reference == "server" and server_update is None:
+            raise ValueError("cgsv_reference='server' needs server_update_fn (the server's own "
+                             "training on its root data; the ServerApp builds it from "
+                             "run-config cgsv-root-samples)")
+        self.num_rounds = num_rounds
+        self.lambda0, self.schedule, self.lambda_min = lambda0, schedule, lambda_min
+        self.state_ = ContributionState(beta=beta, floor=floor, leave_one_out=leave_one_out,
+                                        reference=reference, history_beta=history_beta)
+        self.server_update = server_update
+
+    @property
+    def contributions(self) -> ContributionState:
+        """The scores, last weights and history carried across rounds."""
+        return self.state_
+
+    def weights(self, server_round: int, clients: list[int], n: list[int],
+                flat: Callable[[], Flat]) -> RoundWeights:
+        f = flat()
+        c = self.state_
+        lam = tradeoff(server_round, self.num_rounds, self.lambda0, self.schedule,
+                       self.lambda_min)
+        if c.reference == "server":
+            assert self.server_update is not None  # checked in __init__
+            c.server_update = self.server_update(server_round)
+        if c.has_reference:
+            phis = c.update_sparse(clients, f.indices, f.values, f.size, n)
+            weights = c.weights(clients, n, lam)
+        else:  # nothing to score against yet (trusted reference, first round)
+            phis, weights = {}, data_size_weights(clients, n)
+        c.observe(f.indices, f.values, [weights[k] for k in clients], f.size)
+        trusted = list(c.last_trusted) if phis and c.reference == "trusted" else None
+        return RoundWeights(weights, phis, lam, trusted)
+
+    def scores(self) -> Mapping[int, float]:
+        return self.state_.scores
+
+    def describe(self) -> str:
+        return (f"CGSV against the {self.state_.reference}, lambda0 {self.lambda0:.2f} "
+                f"({self.schedule} to {self.lambda_min:.2f}), beta {self.state_.beta:.2f}")
+
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        h = self.state_.history
+        return ({"H/history": h} if h is not None else {}), {
+            "contributions": self.state_.to_dict()}
+
+    def load_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any], size: int) -> None:
+        from fedprune.checkpoint import CheckpointError
+
+        c = meta["contributions"]
+        self.state_.scores = {int(k): float(v) for k, v in c["scores"].items()}
+        self.state_.last_weight = {int(k): float(v) for k, v in c["last_weight"].items()}
+        h = arrays.get("H/history")
+        if h is not None and h.size != size:
+            raise CheckpointError("checkpoint's CGSV history does not match this run's model")
+        self.state_.history = None if h is None else h.astype(np.float64).reshape(-1)
+
+
+class MaskPolicy(Protocol):
+    """How the global mask moves."""
+
+    moves: bool  # whether the mask can change (a dynamic topology)
+
+    def alpha(self, server_round: int) -> float: ...
+
+    def client_config(self) -> dict[str, Any]: ...
+
+    def next_mask(self, aggregate: Mapping[str, np.ndarray], union: Mapping[str, np.ndarray],
+                  mask: dict[str, np.ndarray], budgets: Mapping[str, int]) -> dict[str, np.ndarray]: ...
+
+    def describe(self) -> str: ...
+
+
+class StaticMask:
+    """The mask never moves: no client readjustment, the same global mask every round."""
+
+    moves = False
+
+    def __init__(self, readjust_at: float = 0.5, growth: str = "gradient") -> None:
+        if growth not in GROWTH:
+            raise ValueError(f"growth must be one of {GROWTH}")
+        # sent for the clients' sake only; with alpha_t = 0 they do not readjust
+        self.readjust_at, self.growth = readjust_at, growth
+
+    def alpha(self, server_round: int) -> float:
+        return 0.0
+
+    def client_config(self) -> dict[str, Any]:
+        return {"readjust_at": self.readjust_at, "growth": self.growth}
+
+    def next_mask(self, aggregate: Mapping[str, np.ndarray], union: Mapping[str, np.ndarray],
+                  mask: dict[str, np.ndarray], budgets: Mapping[str, int]) -> dict[str, np.ndarray]:
+        return mask
+
+    def describe(self) -> str:
+        return "static mask"
+
+
+class DynamicMask:
+    """Dynamic sparse training (FedDST's scheme): on readjustment rounds
+    (t % interval == 0, t <= end) clients drop and regrow alpha_t of each layer's
+    kept weights (alpha_t cosine-decays from alpha0) after ``readjust_at`` of their
+    local steps, growing by ``growth`` (``gradient``: RigL, ``random``: SET); the
+    next global mask is, per layer, the budget's largest-|value| positions of the
+    union of the clients' masks (filled from the previous mask where it is short)."""
+
+    moves = True
+
+    def __init__(self, *, alpha0: float = 0.1, interval: int = 5, end: int,
+                 readjust_at: float = 0.5, growth: str = "gradient") -> None:
+        if growth not in GROWTH:
+            raise ValueError(f"growth must be one of {GROWTH}")
+        self.alpha0, self.interval, self.end = alpha0, interval, end
+        self.readjust_at, self.growth = readjust_at, growth
+
+    def alpha(self, server_round: int) -> float:
+        return readjust_fraction(server_round, self.alpha0, self.interval, self.end)
+
+    def client_config(self) -> dict[str, Any]:
+        return {"readjust_at": self.readjust_at, "growth": self.growth}
+
+    def next_mask(self, aggregate: Mapping[str, np.ndarray], union: Mapping[str, np.ndarray],
+                  mask: dict[str, np.ndarray], budgets: Mapping[str, int]) -> dict[str, np.ndarray]:
+        return select_global_mask(aggregate, union, budgets, fallback=mask)
+
+    def describe(self) -> str:
+        return (f"dynamic mask: alpha0 {self.alpha0:.3f}, every {self.interval} rounds until "
+                f"{self.end}, at {self.readjust_at:.2f} of local steps, growth {self.growth}")
+
+
+class NormClip:
+    """Scale every update whose L2 norm exceeds ``c`` x the median update norm down to
+    it. The median is over the raw norms of this round and the ``window - 1`` before
+    it (with more than one round, attackers who are half of one round cannot move
+    the bound)."""
+
+    def __init__(self, c: float = 2.0, window: int = 1) -> None:
+        if c <= 0:
+            raise ValueError(f"clip bound must be > 0, got {c}")
+        if window < 1:
+            raise ValueError(f"clip_window must be >= 1, got {window}")
+        self.c, self.window = c, window
+        self.norms: list[list[float]] = []  # raw update norms of the last rounds
+
+    def factors(self, updates: Sequence[Update]) -> list[float | None]:
+        """Per update the factor (<= 1) it is scaled by, None where it is within the bound."""
+        norms = np.array([np.sqrt(sum(float(np.sum(d * d)) for _, _, d in u.values()))
+                          for u in updates])
+        past = self.norms[-(self.window - 1):] if self.window > 1 else []
+        pooled = np.concatenate([np.asarray(x, float) for x in past] + [norms])
+        bound = self.c * float(np.median(pooled))
+        if self.window > 1:
+            self.norms = [*past, [float(x) for x in norms]]
+        return [None if (norm <= bound or norm == 0) else bound / norm for norm in norms]
+
+    def state(self) -> dict[str, Any]:
+        return {"clip_norms": self.norms}
+
+    def load_state(self, meta: dict[str, Any]) -> None:
+        # checkpoints written before clip-window have none: the window restarts empty
+        self.norms = [[float(x) for x in r] for r in meta.get("clip_norms", [])]
