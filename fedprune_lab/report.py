@@ -327,26 +327,86 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def plot_curves(study: str, point: str, runs: list[Run], out: Path) -> Path:
-    """Accuracy vs round and vs cumulative upload MB, every method (mean over seeds)."""
+_LINES = ("-", "--", "-.", ":")
+
+
+def method_style(i: int) -> dict[str, Any]:
+    """Colour and line style of the i-th method of a figure: 20 distinct colours
+    (matplotlib's tab20, dark shades first) times 4 line styles, so no two of up to
+    80 methods look alike; the first (the method under study) is drawn thicker."""
     plt = _plt()
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    cmap = plt.get_cmap("tab20")
+    colour = cmap((2 * i) % 20 + (i // 10) % 2)  # 0, 2, .., 18, then the light shades
+    return {"color": colour, "linestyle": _LINES[(i // 20) % len(_LINES)] if i >= 20
+            else _LINES[i % 2], "lw": 2.4 if i == 0 else 1.4}
+
+
+def seed_curve(ax: Any, xs: Sequence[Sequence[float]], ys: Sequence[Sequence[float]],
+               label: str, style: dict[str, Any]) -> list[float]:
+    """Plot the mean over seeds of ``ys`` against the mean of ``xs`` with a band of
+    one standard deviation (the seeds' spread); returns the mean curve."""
+    k = min(len(y) for y in ys)
+    x = [statistics.fmean(v[j] for v in xs) for j in range(k)]
+    mean = [statistics.fmean(v[j] for v in ys) for j in range(k)]
+    ax.plot(x, mean, label=label if len(ys) == 1 else f"{label} ({len(ys)} seeds)", **style)
+    if len(ys) > 1:
+        sd = [statistics.stdev(v[j] for v in ys) for j in range(k)]
+        ax.fill_between(x, [m - d for m, d in zip(mean, sd, strict=True)],
+                        [m + d for m, d in zip(mean, sd, strict=True)],
+                        color=style["color"], alpha=0.15, lw=0)
+    return mean
+
+
+def zoom(ax: Any, curves: Iterable[Sequence[float]]) -> None:
+    """Limit the y-axis to where the curves end: from a little below the lowest value
+    of any curve's second half to a little above the highest value, within [0, 1],
+    so that 0.90 and 0.97 are told apart instead of squeezed at the top of 0-1."""
+    tails = [v for c in curves for v in c[len(c) // 2:]]
+    highs = [v for c in curves for v in c]
+    if not tails:
+        return
+    lo, hi = min(tails), max(highs)
+    pad = max(0.02, 0.08 * (hi - lo))
+    ax.set_ylim(max(0.0, lo - pad), min(1.0, hi + pad))
+
+
+def legend_below(fig: Any, ax: Any) -> None:
+    """One legend for the figure, below its panels (never over a curve)."""
+    handles, labels = ax.get_legend_handles_labels()
+    rows = (len(labels) + 3) // 4
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8,
+               frameon=False)
+    fig.tight_layout(rect=(0, min(0.45, 0.06 * rows + 0.02), 1, 1))
+
+
+def plot_curves(study: str, point: str, runs: list[Run], out: Path) -> Path:
+    """Accuracy vs round and vs cumulative upload MB, every method: the mean over
+    seeds with a one-std band, distinct colours and line styles, FedPrune first and
+    thickest, a y-axis zoomed to where the curves end, the legend below."""
+    plt = _plt()
     by: dict[str, list[Run]] = defaultdict(list)
     for r in runs:
         by[r.method].append(r)
-    for method, rs in sorted(by.items()):
-        n = min(len(r.rounds) for r in rs)
-        acc = [statistics.fmean((r.rounds[i].get("accuracy") or 0.0) for r in rs) for i in range(n)]
-        up = [statistics.fmean(cumulative_up(r.rounds)[i] for r in rs) for i in range(n)]
-        a.plot(range(n), acc, label=method, lw=2 if method == "fedprune" else 1)
-        b.plot(up, acc, label=method, lw=2 if method == "fedprune" else 1)
+    methods = sorted(by, key=lambda m: (m != "fedprune", m))
+    rows = (len(methods) + 3) // 4
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.4 + 0.28 * rows))
+    curves = []
+    for i, method in enumerate(methods):
+        rs, style = by[method], method_style(i)
+        acc = [[x.get("accuracy") or 0.0 for x in r.rounds] for r in rs]
+        seed_curve(a, [list(range(len(v))) for v in acc], acc, method, style)
+        curves.append(seed_curve(b, [cumulative_up(r.rounds) for r in rs], acc, method, style))
     a.set(xlabel="round", ylabel="test accuracy", title=f"{study} {point}".strip())
-    b.set(xlabel="cumulative upload (MB)", ylabel="test accuracy", xscale="log")
+    b.set(xlabel="cumulative upload (MB, log)", ylabel="test accuracy", xscale="log",
+          title="accuracy per byte")
     for ax in (a, b):
         ax.grid(alpha=0.3)
-        ax.set_ylim(0, 1)
-    b.legend(fontsize=8, loc="lower right")
-    return _save(fig, out / f"{study}{'__' + point if point else ''}__accuracy.png")
+        zoom(ax, curves)
+    legend_below(fig, a)
+    path = out / f"{study}{'__' + point if point else ''}__accuracy.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def plot_contributions(run: Run, out: Path) -> Path | None:

@@ -40,7 +40,7 @@ import yaml
 
 from fedprune.config import ConfigError
 from fedprune_lab.experiments import Job, load_study
-from fedprune_lab.report import _plt, cumulative_up
+from fedprune_lab.report import _plt, cumulative_up, legend_below, method_style, seed_curve, zoom
 from fedprune_lab.study import ROOT, drift_between, is_complete, job_rounds, run_job
 
 SUITE = ROOT / "conf" / "scoreboard" / "suite.yaml"
@@ -262,33 +262,30 @@ def _fmt(xs: list[float], spec: str = ".4f") -> str:
 
 
 def plot(cells: list[tuple[Cell, list[Row]]], out: Path) -> Path:
-    """Accuracy vs cumulative upload MB, mean over seeds, one panel per cell."""
+    """Accuracy vs cumulative upload MB, one panel per cell: the mean over seeds with a
+    one-std band, FedPrune first and thickest, each panel's y-axis zoomed to where its
+    curves end, one legend below the panels."""
     plt = _plt()
     n = len(cells)
     cols = min(4, n)
-    fig, axes = plt.subplots((n + cols - 1) // cols, cols, figsize=(4.2 * cols, 3.4 * ((n + cols - 1)
-                                                                                   // cols)),
-                             squeeze=False)
-    styles = ["-", "--", "-.", ":"]
+    nrows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.4 * cols, 3.5 * nrows + 0.8), squeeze=False)
     for ax, (cell, rs) in zip(axes.flat, cells, strict=False):
+        curves = []
         for i, r in enumerate(rs):
             if not r.rounds:
                 continue
-            k = min(len(x) for x in r.rounds)
-            acc = [statistics.fmean(x[j].get(cell.metric) or 0.0 for x in r.rounds) for j in range(k)]
-            up = [statistics.fmean(cumulative_up(x)[j] for x in r.rounds) for j in range(k)]
-            ax.plot(up[1:], acc[1:], styles[i % len(styles)], label=r.label,
-                    lw=2.2 if i == 0 else 1.2, color=f"C{i}")
+            acc = [[x.get(cell.metric) or 0.0 for x in run[1:]] for run in r.rounds]
+            up = [cumulative_up(run)[1:] for run in r.rounds]
+            curves.append(seed_curve(ax, up, acc, r.label, method_style(i)))
         ax.set_title(textwrap.fill(cell.title, 44), fontsize=9)
-        ax.set(xlabel="cumulative upload (MB)", ylabel=cell.metric, xscale="log")
+        ax.set(xlabel="cumulative upload (MB, log)", ylabel=cell.metric.replace("_", " "),
+               xscale="log")
         ax.grid(alpha=0.3)
+        zoom(ax, curves)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), fontsize=8,
-               bbox_to_anchor=(0.5, 0.0))
-    fig.subplots_adjust(bottom=0.18)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    legend_below(fig, axes.flat[0])
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out

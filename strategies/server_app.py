@@ -371,7 +371,7 @@ def run(grid: Grid, cfg: RunConfig) -> RoundRecorder:
     )
     if cfg.results_dir:
         save_final_models(Path(cfg.results_dir), result.arrays,
-                          strategy.W if isinstance(strategy, SparseServer) else None)
+                          strategy.dense_state() if isinstance(strategy, SparseServer) else None)
     s = recorder.to_dict()["summary"]
     log(INFO, "[fedprune] done: final accuracy %.4f, best %.4f, upload %.2f MB, download "
         "%.2f MB, %.1f s%s", s["final_accuracy"] or float("nan"),

@@ -20,6 +20,14 @@ One round of :meth:`SparseServer.aggregate_replies`, top to bottom:
 5. the mask policy chooses the next global mask;
 6. ``W`` becomes the average, with pruned positions kept as residuals or
    zeroed; the round's bookkeeping goes to the recorder.
+
+The restored dense model (:meth:`SparseServer.dense_state`, what the dense
+evaluation and ``final_dense_model.pt`` hold) is ``W`` on the positions that
+have been trained: on the current mask, or holding anything but their initial
+value. At 80% sparsity most pruned positions never entered any client's mask;
+their residual is the random initialisation, which carries nothing learnt and
+only adds noise to the dense model, so the dense model holds 0 there. This
+changes no sparse model, mask or update (``W`` itself is untouched).
 """
 
 from __future__ import annotations
@@ -111,6 +119,9 @@ class SparseServer(ValidatingStrategy):
         self.M = initial_masks({k: self.W[k] for k in self.prunable}, self.budgets,
                                initial_mask, self.seed)
         self.residuals = residuals
+        # the initialisation of the prunable tensors: a position whose W still equals it
+        # was never trained (see dense_state)
+        self._initial = {k: np.array(self.W[k], copy=True) for k in self.prunable}
         if not residuals:
             self.W = restore_residuals(self.W, self.M, residual=False)
         self.weighting, self.mask_policy, self.update_filter = weighting, mask_policy, update_filter
@@ -126,6 +137,17 @@ class SparseServer(ValidatingStrategy):
         """W on M (zeros elsewhere): the model clients receive."""
         return {k: (np.where(self.M[k], v, 0).astype(v.dtype) if k in self.M else v)
                 for k, v in self.W.items()}
+
+    def dense_state(self) -> dict[str, np.ndarray]:
+        """The restored dense model: W, except at prunable positions off the mask that
+        still hold their initial value (never trained by anyone), which are 0."""
+        out = {}
+        for k, v in self.W.items():
+            if k in self.M:
+                keep = self.M[k] | (v != self._initial[k])
+                v = np.where(keep, v, 0).astype(v.dtype)
+            out[k] = v
+        return out
 
     @property
     def initial_arrays(self) -> ArrayRecord:
@@ -388,7 +410,7 @@ class SparseServer(ValidatingStrategy):
         """Density, and the restored dense model's accuracy and loss."""
         out: dict[str, Any] = {"density": self.density()}
         if self.dense_evaluate is not None:
-            res = self.dense_evaluate(self.W)
+            res = self.dense_evaluate(self.dense_state())
             out["dense_accuracy"] = float(res["accuracy"])
             out["dense_loss"] = float(res["loss"])
         return out

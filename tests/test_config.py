@@ -87,3 +87,39 @@ def test_unknown_names_fail_at_once_with_a_did_you_mean(tmp_path):
     bad.write_text("strategy: fedprun\n")
     with pytest.raises(SystemExit, match="fedprune-run: .*did you mean 'fedprune'"):
         fedprune_run([str(bad)])
+
+
+def test_every_yaml_experiment_has_an_up_to_date_toml_twin_that_flower_reads_alike():
+    from flwr.common.config import parse_config_args
+
+    from fedprune_lab.experiments import load_experiment, to_toml
+
+    conf = ROOT / "conf"
+    yamls = sorted(conf.glob("*.yaml"))
+    assert len(yamls) >= 15
+    for y in yamls:
+        twin = y.with_suffix(".toml")
+        assert twin.is_file(), f"{twin.name} missing: python -m fedprune_lab.experiments conf/*.yaml"
+        assert twin.read_text() == to_toml(y), f"{twin.name} is stale: regenerate it"
+        # what `flwr run . --run-config conf/<name>.toml` hands the ServerApp
+        assert parse_config_args([str(twin)]) == load_experiment(y).overrides, twin.name
+        assert load_experiment(twin).overrides == load_experiment(y).overrides
+
+
+def test_an_experiment_file_that_is_neither_yaml_nor_toml_is_an_error(tmp_path):
+    from fedprune_lab.experiments import load_experiment
+
+    bad = tmp_path / "fedprune.json"
+    bad.write_text('{"strategy": "fedprune"}')
+    with pytest.raises(ConfigError, match="fedprune.json: an experiment file is YAML or TOML"):
+        load_experiment(bad)
+    with pytest.raises(ConfigError, match="no such experiment file"):
+        load_experiment(tmp_path / "missing.toml")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("strategy = fedprune\n")  # unquoted string
+    with pytest.raises(ConfigError, match="broken.toml: not valid TOML"):
+        load_experiment(broken)
+    typo = tmp_path / "typo.toml"
+    typo.write_text('sparsty = 0.9\n')
+    with pytest.raises(ConfigError, match="typo.toml: unknown run-config key 'sparsty'"):
+        load_experiment(typo)

@@ -62,6 +62,31 @@ def test_aggregation_moves_model_and_keeps_residuals():
     assert set(rec.rounds[1]["contributions"]) == {"0", "1", "2"}
 
 
+def test_the_dense_model_drops_never_trained_residuals_and_keeps_trained_ones():
+    s, rec, grid = _strategy()
+    seen = []
+    s.dense_evaluate = lambda state: seen.append(state) or {"accuracy": 0.5, "loss": 1.0}
+    s.configure_train(1, ArrayRecord(), config(), grid)
+    s.aggregate_train(1, [_client_reply(s, 100 + i) for i in range(3)])
+    k = "0.weight"
+    off = np.flatnonzero(~s.M[k])
+    trained, never = off[0], off[1]
+    s.W[k].reshape(-1)[trained] += 0.25  # a weight trained, then pruned: a real residual
+    W = {n: v.copy() for n, v in s.W.items()}
+    dense = s.dense_state()
+    assert dense[k].reshape(-1)[trained] == W[k].reshape(-1)[trained]
+    assert dense[k].reshape(-1)[never] == 0.0 and W[k].reshape(-1)[never] != 0.0
+    for n, m in s.M.items():  # on the mask, and every tensor outside the masks: W itself
+        assert np.array_equal(dense[n][m], W[n][m])
+    assert np.array_equal(dense["0.bias"], W["0.bias"])
+    # never-trained = still at the initial value: everything off the mask but `trained`
+    assert int((dense[k] != W[k]).sum()) == int((~s.M[k]).sum()) - 1
+    for n in W:  # W itself (what clients are sent, the residuals) is untouched
+        assert np.array_equal(s.W[n], W[n])
+    s.round_metrics(1)
+    assert seen and np.array_equal(seen[-1][k], dense[k])
+
+
 @pytest.mark.parametrize("mutate, reason", [
     (lambda a: a.__setitem__("0.weight#values", a["0.weight#values"][:-1]), "undecodable"),
     (lambda a: a.__setitem__("0.weight#mask", np.array([9, 0], np.uint8)), "undecodable"),
