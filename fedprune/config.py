@@ -64,7 +64,7 @@ class RunConfig:
     min_train_clients: int = 2
     min_replies: int = 1
     local_epochs: int = 2
-    lr: float = 0.01
+    lr: float = 0.02
     momentum: float = 0.9
     weight_decay: float = 0.0
     batch_size: int = 32
@@ -89,7 +89,7 @@ class RunConfig:
     model: str = "cnn-mnist"
     model_width: float = 1.0
     seed: int = 0
-    strategy: str = "fedavg"
+    strategy: str = "fedprune"
     # FedProx / FedAvgM (Flower's strategies)
     proximal_mu: float = 0.01
     server_lr: float = 1.0

@@ -8,6 +8,8 @@ strategies: it runs and reports the project's own studies.
 * :mod:`fedprune_lab.run` (``fedprune-run``) and :mod:`fedprune_lab.study`
   (``fedprune-study``): run one experiment / a whole study, resumable;
 * :mod:`fedprune_lab.report` (``fedprune-summary``): tables and plots from results;
+* :mod:`fedprune_lab.scoreboard` (``fedprune-scoreboard``): the suite FedPrune must top;
+* :mod:`fedprune_lab.configdoc`: ``docs/configuration.md`` from ``pyproject.toml``;
 * :mod:`fedprune_lab.weight_stats`, :mod:`fedprune_lab.class_weight`: analyses
   that ``docs/results.md`` cites.
 """

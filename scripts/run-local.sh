@@ -7,7 +7,7 @@
 #   bash scripts/run-local.sh "partitioner='dirichlet' dirichlet-alpha=0.3"
 #
 # Environment: VENV (default .venv; created and installed when missing),
-# NUM_SUPERNODES (default 10), RESULTS (default ./results/local), FLWR_HOME
+# NUM_SUPERNODES (default 10), RESULTS (default ./results/local-<date-time>), FLWR_HOME
 # (default ./.flwr-home: keeps Flower's config, SuperLink db and logs here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,7 +27,7 @@ export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0             # Ray on 127.0.0.1 only
 export RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO=0 TQDM_DISABLE=1
 export RAY_TMPDIR=${RAY_TMPDIR:-/tmp/fedprune-ray-$(id -u)}
 mkdir -p "$FLWR_HOME" "$RAY_TMPDIR"
-RESULTS=${RESULTS:-$ROOT/results/local}
+RESULTS=${RESULTS:-$ROOT/results/local-$(date +%Y%m%d-%H%M%S)}  # a new folder per run
 NUM_SUPERNODES=${NUM_SUPERNODES:-10}
 
 superlink_pid() { pgrep -f "flower-superlink .*--database $FLWR_HOME/local-superlink/state.db" || true; }
@@ -49,6 +49,7 @@ python - "$RESULTS/results.json" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))["summary"]
 print(f"final accuracy {s['final_accuracy']:.4f} (best {s['best_accuracy']:.4f}) after "
-      f"{s['rounds_completed']} rounds; upload {s['total_bytes_up'] / 1e6:.1f} MB, "
-      f"download {s['total_bytes_down'] / 1e6:.1f} MB; results: {sys.argv[1]}")
+      f"{s['rounds_completed']} rounds; upload {s['total_bytes_up'] / 1e6:.1f} MB "
+      f"({s['upload_vs_dense']:.2f}x dense), download {s['total_bytes_down'] / 1e6:.1f} MB; "
+      f"results: {sys.argv[1]}")
 PY

@@ -57,6 +57,9 @@ class RoundRecorder:
         self.noise_rates: dict[str, float] = {}
         self._t_run = time.monotonic()
         self._t_round: dict[int, float] = {}
+        # bytes of one dense float model message (every tensor of the state dict), set by
+        # the ServerApp: the summary's dense-equivalent upload is this x the replies
+        self.model_bytes: int | None = None
 
     # -- collection ------------------------------------------------------------
     def entry(self, rnd: int) -> dict[str, Any]:
@@ -142,6 +145,10 @@ class RoundRecorder:
             "total_dense_client_flops": sum(r.get("dense_client_flops", 0.0) for r in rounds),
             "wall_s": round(time.monotonic() - self._t_run, 3),
         }
+        if self.model_bytes:
+            dense = self.model_bytes * sum(int(r["clients"]) for r in rounds)
+            summary["dense_bytes_up"] = dense
+            summary["upload_vs_dense"] = summary["total_bytes_up"] / dense if dense else None
         return {
             "config": self.config, "rounds": rounds, "noise_rates": self.noise_rates,
             "summary": summary,

@@ -341,6 +341,7 @@ def run(grid: Grid, cfg: RunConfig) -> RoundRecorder:
     strategy.max_num_examples = cfg.max_num_examples  # type: ignore[attr-defined]
     strategy.partition_cap = partition_cap(cfg, data)  # type: ignore[attr-defined]
     initial = getattr(strategy, "initial_arrays", None) or ArrayRecord(model.state_dict())
+    recorder.model_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     initial = setup_checkpoints(cfg, strategy, initial)
     remaining = cfg.num_server_rounds - getattr(strategy, "round_offset", 0)
     log(INFO, "[fedprune] strategy %s, model %s (%d parameters), dataset %s, partitioner %s",
@@ -373,9 +374,11 @@ def run(grid: Grid, cfg: RunConfig) -> RoundRecorder:
         save_final_models(Path(cfg.results_dir), result.arrays,
                           strategy.dense_state() if isinstance(strategy, SparseServer) else None)
     s = recorder.to_dict()["summary"]
-    log(INFO, "[fedprune] done: final accuracy %.4f, best %.4f, upload %.2f MB, download "
-        "%.2f MB, %.1f s%s", s["final_accuracy"] or float("nan"),
+    ratio = s.get("upload_vs_dense")
+    log(INFO, "[fedprune] done: final accuracy %.4f, best %.4f, upload %.2f MB (%s), "
+        "download %.2f MB, %.1f s%s", s["final_accuracy"] or float("nan"),
         s["best_accuracy"] or float("nan"), s["total_bytes_up"] / 1e6,
+        f"{ratio:.2f}x dense" if ratio is not None else "no dense reference",
         s["total_bytes_down"] / 1e6, s["wall_s"],
         f"; results in {recorder.path}" if recorder.path else "")
     return recorder

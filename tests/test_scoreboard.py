@@ -17,7 +17,7 @@ runs:
   fedprune: {strategy: fedprune}
   feddst: {strategy: feddst}
   fedavg: {strategy: fedavg}
-  fedavg-lr0.02: {strategy: fedavg, lr: 0.02}
+  fedavg-lr0.05: {strategy: fedavg, lr: 0.05}
 grid:
   partition:
     iid: {partitioner: iid}
@@ -32,7 +32,7 @@ cells:
 methods:
   FedPrune: fedprune
   FedDST: feddst
-  FedAvg (best lr): [fedavg, fedavg-lr0.02]
+  FedAvg (best lr): [fedavg, fedavg-lr0.05]
 """
 
 
@@ -63,7 +63,7 @@ def test_runs_are_found_by_configuration_and_verdicts_follow_one_std(board):
         _write(runs / j.key, j.overrides, [0.1, 0.80, 0.90, 0.90 + 0.01 * seed])
         j = jobs[("feddst__iid", seed)]  # stored by another study: found by its config
         _write(runs / "elsewhere" / f"dst-{seed}", j.overrides, [0.1, 0.5, 0.6, 0.6 + 0.01 * seed])
-        j = jobs[("fedavg-lr0.02__iid", seed)]  # the better of FedAvg's two lrs
+        j = jobs[("fedavg-lr0.05__iid", seed)]  # the better of FedAvg's two lrs
         _write(runs / j.key, j.overrides, [0.1, 0.9, 0.95, 0.95], up=400.0)
     # a run whose config differs (another sparsity) is not FedDST's
     other = {**jobs[("feddst__iid", 0)].overrides, "sparsity": 0.5}
@@ -73,7 +73,7 @@ def test_runs_are_found_by_configuration_and_verdicts_follow_one_std(board):
     row = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines()
            if line.startswith("| ") and "---" not in line}
     assert " win |" in row["FedDST"] and "0.6050 +- 0.0071" in row["FedDST"]  # not the 0.99 run
-    best = row["FedAvg (best lr): `fedavg-lr0.02` (1 of 2 not measured yet)"]
+    best = row["FedAvg (best lr): `fedavg-lr0.05` (1 of 2 not measured yet)"]
     assert best.endswith("| loss |") and "| 2/2 |" in best
     # within FedPrune's 300 MB FedAvg has had its first round only (400 MB a round)
     assert "| 0.1000 |" in best or "| 0.1000 +- 0.0000 |" in best

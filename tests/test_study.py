@@ -31,7 +31,7 @@ federation:
   num-supernodes: 6
 runs:
   fedavg: {strategy: fedavg}
-  fedprune: {strategy: fedprune, lr: 0.02}
+  fedprune: {strategy: fedprune, lr: 0.03}
 grid:
   sparsity: [0.5, 0.9]
   partition:
@@ -53,7 +53,7 @@ def test_a_study_file_expands_to_every_run_grid_point_and_seed(study_file):
     by_key = {j.key: j for j in jobs}
     j = by_key["demo/fedprune__sparsity=0.9__iid/seed-1"]
     assert j.overrides["strategy"] == "fedprune" and j.overrides["sparsity"] == 0.9
-    assert j.overrides["lr"] == 0.02 and j.overrides["seed"] == 1  # the run's lr over the file's
+    assert j.overrides["lr"] == 0.03 and j.overrides["seed"] == 1  # the run's lr over the file's
     assert j.labels == {"sparsity": "sparsity=0.9", "partition": "iid"} and j.num_supernodes == 6
     # a grid point's overrides win over the run's, and --set over everything
     assert by_key["demo/fedprune__sparsity=0.5__path/seed-0"].overrides["lr"] == 0.01
@@ -74,7 +74,7 @@ def test_a_dry_run_piped_into_head_stops_without_a_traceback(study_file, tmp_pat
 
 
 def test_a_bad_study_file_names_the_file_and_the_run(study_file, tmp_path):
-    study_file.write_text(STUDY.replace("lr: 0.02", "learning-rate: 0.02"))
+    study_file.write_text(STUDY.replace("lr: 0.03", "learning-rate: 0.03"))
     with pytest.raises(ConfigError, match=r"demo.yaml: run 'fedprune__sparsity=0.5__iid'"):
         load_study(study_file)
     study_file.write_text(STUDY.replace("[0.5, 0.9]", "[]"))
@@ -161,7 +161,7 @@ def test_a_result_made_with_another_config_is_stale_and_rerun_only_when_asked(
     res.write_text(json.dumps(_results(3, 3, config=old)))
     drift = study.config_drift(res, jobs[key])
     assert len(drift) == 2 and any(d.startswith("alpha0: ") for d in drift)
-    assert "lr: (not recorded) -> 0.02" in drift
+    assert "lr: (not recorded) -> 0.03" in drift
     # a key the run predates, left at its default, is not drift
     old = {k: v for k, v in cfg.items() if k != "round-retries"}
     res.write_text(json.dumps(_results(3, 3, config=old)))
