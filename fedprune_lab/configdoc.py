@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import tomli_w
 import tomllib
 
 from fedprune.config import BEFORE_KEY, NOT_COMPUTED, STRATEGY_NAMES, RunConfig
@@ -165,27 +166,9 @@ def readers(config: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
     return {k: tuple(s for s in STRATEGY_NAMES if k not in skipped[s]) for k in known}
 
 
-def schema_mismatches(table: Mapping[str, Any]) -> list[str]:
-    """How the keys of the pyproject table and the fields of
-    :class:`fedprune.config.RunConfig` differ (empty when they agree)."""
-    fields = RunConfig.keys()  # kebab-case key -> field
-    out = []
-    for k in table:
-        if k not in fields:
-            hint = " (keys are kebab-case)" if k.replace("_", "-") in fields else ""
-            out.append(f"pyproject key {k!r} is no RunConfig field{hint}")
-    out += [f"RunConfig field {f.name!r} has no pyproject key {k!r}"
-            for k, f in fields.items() if k not in table]
-    return out
-
-
 def _toml(value: Any) -> str:
     """A default as TOML writes it."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return repr(value)
+    return tomli_w.dumps({"v": value}).removeprefix("v = ").strip()
 
 
 def _cell(text: str) -> str:
@@ -269,8 +252,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--pyproject", type=Path, default=PYPROJECT)
     p.add_argument("--out", type=Path, default=DOC)
     args = p.parse_args(argv)
-    for problem in schema_mismatches(config_table(args.pyproject.read_text())):
-        print(f"configdoc: warning: {problem}", file=sys.stderr)
     text = render(args.pyproject)
     if args.check:
         if not args.out.is_file() or args.out.read_text() != text:

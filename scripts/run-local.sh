@@ -48,8 +48,10 @@ echo "run status: $status ($(( $(date +%s) - start )) s)"
 python - "$RESULTS/results.json" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))["summary"]
+ratio = s.get("upload_vs_dense")  # None when no reply was accepted
 print(f"final accuracy {s['final_accuracy']:.4f} (best {s['best_accuracy']:.4f}) after "
-      f"{s['rounds_completed']} rounds; upload {s['total_bytes_up'] / 1e6:.1f} MB "
-      f"({s['upload_vs_dense']:.2f}x dense), download {s['total_bytes_down'] / 1e6:.1f} MB; "
+      f"{s['rounds_completed']} rounds; upload {s['total_bytes_up'] / 1e6:.1f} MB"
+      + (f" ({ratio:.2f}x dense)" if ratio is not None else "")
+      + f", download {s['total_bytes_down'] / 1e6:.1f} MB; "
       f"results: {sys.argv[1]}")
 PY

@@ -341,7 +341,7 @@ def run(grid: Grid, cfg: RunConfig) -> RoundRecorder:
     strategy.max_num_examples = cfg.max_num_examples  # type: ignore[attr-defined]
     strategy.partition_cap = partition_cap(cfg, data)  # type: ignore[attr-defined]
     initial = getattr(strategy, "initial_arrays", None) or ArrayRecord(model.state_dict())
-    recorder.model_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    recorder.model_bytes = wire.nbytes(wire.state_to_numpy(model.state_dict()))
     initial = setup_checkpoints(cfg, strategy, initial)
     remaining = cfg.num_server_rounds - getattr(strategy, "round_offset", 0)
     log(INFO, "[fedprune] strategy %s, model %s (%d parameters), dataset %s, partitioner %s",

@@ -13,7 +13,6 @@ from fedprune_lab.configdoc import (
     config_table,
     main,
     render,
-    schema_mismatches,
 )
 
 HEADER = "[tool.flwr.app.config]\n"
@@ -75,20 +74,6 @@ def test_check_fails_on_a_stale_doc_with_one_line_and_passes_once_written(tmp_pa
     main(["--pyproject", str(copy), "--out", str(out)])
     main(["--check", "--pyproject", str(copy), "--out", str(out)])  # no SystemExit
     assert out.read_text() == render(copy)
-
-
-def test_pyproject_keys_are_the_runconfig_fields():
-    assert schema_mismatches(config_table(PYPROJECT.read_text())) == []
-
-
-def test_mismatches_name_both_sides():
-    table = {k: v for k, v in RunConfig.defaults().items() if k != "seed"}
-    table["num_server_rounds"] = 15
-
-    problems = schema_mismatches(table)
-
-    assert any("'num_server_rounds'" in p and "kebab-case" in p for p in problems)
-    assert any("'seed'" in p for p in problems)
 
 
 def test_every_listed_choice_is_a_valid_value():

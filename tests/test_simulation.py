@@ -31,6 +31,9 @@ def test_results_json_has_every_round_and_field(fedavg_run):
         assert r["bytes_down"] == r["bytes_up"] == 4 * MODEL_BYTES
         assert r["wall_s"] > 0
     assert rounds[2]["accuracy"] > rounds[0]["accuracy"] + 0.3
+    # the summary's dense reference is this run itself: every reply a whole model
+    assert res["summary"]["dense_bytes_up"] == 2 * 4 * MODEL_BYTES
+    assert res["summary"]["upload_vs_dense"] == 1.0
     # two of the four clients are noisy at 40%; realised rates are recorded per client
     rates = res["noise_rates"]
     assert sorted(rates) == ["0", "1", "2", "3"]
