@@ -42,7 +42,7 @@ def one(n: int, k: int, rounds: int, samples: int) -> dict:
     """Child process: run the simulation, return the measurements."""
     sys.path.insert(0, str(ROOT))
     from fedprune_lab.simulation import simulate
-    from strategies import fedprune as fp
+    from fedprune_flwr.strategies import fedprune as fp
 
     seen: dict = {}
     orig = fp.FedPruneCore.aggregate_train

@@ -28,9 +28,9 @@ from flwr.supercore.task_identity import TaskIdentity
 from fedprune import codec, wire
 from fedprune.masks import prunable_names
 from fedprune.models import build_model
-from strategies.fedavg import FedAvg
-from strategies.fedprune import FedPrune
-from strategies.results import RoundRecorder
+from fedprune_flwr.strategies.fedavg import FedAvg
+from fedprune_flwr.strategies.fedprune import FedPrune
+from fedprune_flwr.strategies.results import RoundRecorder
 
 import _env  # noqa: F401
 

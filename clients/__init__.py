@@ -1,5 +1,8 @@
-"""Flower client side of fedprune: the NumPyClient and the ClientApp."""
+"""Flower client side of fedprune: the NumPyClient and the ClientApp.
 
-from clients.numpy_client import FedPruneClient
+Installed as ``fedprune_flwr.clients``: ``from fedprune_flwr.clients import FedPruneClient``.
+"""
+
+from .numpy_client import FedPruneClient
 
 __all__ = ["FedPruneClient"]

@@ -32,7 +32,7 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from clients.numpy_client import FedPruneClient
+from .numpy_client import FedPruneClient
 from fedprune import codec, wire
 from fedprune.attacks import attackers, flip_labels, malform
 from fedprune.config import DEVICES, RunConfig

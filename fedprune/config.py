@@ -51,7 +51,7 @@ NOT_COMPUTED = frozenset({"resume", "overwrite", "checkpoint-every", "results-di
 # Keys whose default, when they were added, differs from what the runs written
 # before them did: a stored config (results.json, checkpoint) without the key ran
 # with this value, not with today's default.
-BEFORE_KEY: dict[str, Any] = {"cgsv-reference": "round"}
+BEFORE_KEY: dict[str, Any] = {"cgsv-reference": "round", "round-average": 0.0}
 
 
 @dataclass(frozen=True)
@@ -125,6 +125,7 @@ class RunConfig:
     clip_window: int = 1
     grown_average: str = "all"
     grown_start: str = "zero"
+    round_average: float = 0.75
     dynamic_topology: bool = True
     contribution_weighting: bool = True
     residual_restoration: bool = True
@@ -294,6 +295,8 @@ class RunConfig:
             (self.clip_window >= 1, "clip-window", "must be >= 1 (1 = this round only)"),
             (self.grown_average in ("holders", "all"), "grown-average", "must be 'holders' or 'all'"),
             (self.grown_start in ("zero", "residual"), "grown-start", "must be 'zero' or 'residual'"),
+            (0.0 <= self.round_average < 1.0, "round-average",
+             "must be in [0, 1) (0 = the last round's model)"),
             (self.fedbt_mode in FEDBT_MODES, "fedbt-mode", f"must be one of {FEDBT_MODES}"),
             (self.fedbt_layers >= 0, "fedbt-layers", "must be >= 0 (0 = FedBT's default)"),
             (self.fedbt_top >= 0, "fedbt-top", "must be >= 0"),

@@ -16,8 +16,8 @@ from typing import Any
 
 from flwr.simulation import run_simulation
 
-from clients.client_app import client_from_context, make_client_app
-from strategies.server_app import make_server_app
+from fedprune_flwr.clients.client_app import client_from_context, make_client_app
+from fedprune_flwr.strategies.server_app import make_server_app
 
 BACKEND = {
     "client_resources": {"num_cpus": 1, "num_gpus": 0.0},

@@ -53,6 +53,9 @@ _CGSV = frozenset({"fedprune", "fedbt-prune"})
 # The update-clipping keys, read only by FedPrune and FedBT-Prune (FedDST and the
 # static masks pin clip-updates to 0)
 _CLIP_KEYS = frozenset({"clip-updates", "clip-window"})
+# The round-average key, read only by FedPrune and FedBT-Prune (the baselines output
+# their last round's model)
+_AVERAGE_KEYS = frozenset({"round-average"})
 # The sparsity keys, not read by the dense strategies (small-dense reads them: its width
 # matches FedPrune's kept weights)
 _SPARSE_KEYS = frozenset({"sparsity", "density-distribution"})
@@ -68,6 +71,8 @@ def _unused(config: dict) -> frozenset[str]:
         out |= _CGSV_KEYS
     if not (config.get("strategy") in _CGSV and config.get("clip-updates", 0) > 0):
         out |= _CLIP_KEYS
+    if config.get("strategy") not in _CGSV:
+        out |= _AVERAGE_KEYS
     if config.get("strategy") in _DENSE:
         out |= _SPARSE_KEYS
     return out

@@ -1,5 +1,11 @@
-"""Flower server side of fedprune: Message-API strategies and the ServerApp."""
+"""Flower server side of fedprune: Message-API strategies and the ServerApp.
 
-from strategies.fedavg import FedAvg
+Installed as ``fedprune_flwr.strategies``: ``from fedprune_flwr.strategies import FedPrune``.
+"""
 
-__all__ = ["FedAvg"]
+from .fedavg import FedAvg
+from .feddst import FedDST
+from .fedprune import FedPrune
+from .results import RoundRecorder
+
+__all__ = ["FedAvg", "FedDST", "FedPrune", "RoundRecorder"]

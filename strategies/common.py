@@ -29,8 +29,8 @@ from flwr.serverapp.strategy import Result
 
 from fedprune import wire
 from fedprune.checkpoint import CheckpointError, join, save_checkpoint, split
-from strategies.replies import Reply, check_replies, most_common, received_bytes
-from strategies.results import RoundRecorder
+from .replies import Reply, check_replies, most_common, received_bytes
+from .results import RoundRecorder
 
 EvaluateFn = Callable[[int, ArrayRecord], MetricRecord | None]
 NO_REPLY = "no reply within round-timeout (timed out or dropped out)"

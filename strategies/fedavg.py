@@ -30,9 +30,9 @@ from flwr.serverapp.strategy import Strategy
 
 from fedprune import codec, wire
 from fedprune.aggregation import weighted_average
-from strategies.common import ClientDirectory, RecordingMixin, evaluation_metrics
-from strategies.replies import Reply
-from strategies.results import RoundRecorder
+from .common import ClientDirectory, RecordingMixin, evaluation_metrics
+from .replies import Reply
+from .results import RoundRecorder
 
 
 class ValidatingStrategy(Strategy):

@@ -38,11 +38,11 @@ from flwr.serverapp import Grid
 
 from fedprune import codec, wire
 from fedprune.partial import PartialSchedule, trained_fraction
-from strategies.common import RecordingMixin
-from strategies.fedavg import DenseFedAvgCore
-from strategies.fedprune import FedPruneCore
-from strategies.replies import Reply
-from strategies.results import RoundRecorder
+from .common import RecordingMixin
+from .fedavg import DenseFedAvgCore
+from .fedprune import FedPruneCore
+from .replies import Reply
+from .results import RoundRecorder
 
 
 def tensor_of(key: str) -> str:

@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from strategies.common import RecordingMixin
-from strategies.parts import DataSizeWeighting, DynamicMask, StaticMask
-from strategies.results import RoundRecorder
-from strategies.sparse import SparseServer
+from .common import RecordingMixin
+from .parts import DataSizeWeighting, DynamicMask, StaticMask
+from .results import RoundRecorder
+from .sparse import SparseServer
 
 
 class FedDST(RecordingMixin, SparseServer):

@@ -45,10 +45,10 @@ import numpy as np
 
 from fedprune import wire
 from fedprune.contribution import ContributionState, tradeoff
-from strategies.common import RecordingMixin
-from strategies.parts import CGSVWeighting, DataSizeWeighting, DynamicMask, NormClip, StaticMask
-from strategies.results import RoundRecorder
-from strategies.sparse import DenseEvaluateFn, SparseServer
+from .common import RecordingMixin
+from .parts import CGSVWeighting, DataSizeWeighting, DynamicMask, NormClip, RoundAverage, StaticMask
+from .results import RoundRecorder
+from .sparse import DenseEvaluateFn, SparseServer
 
 ADAPTIVE = ("none", "budget", "contribution")
 # (server_round, the sparse model sent this round, its masks) -> that model after the
@@ -96,6 +96,9 @@ class FedPruneCore(SparseServer):
     clip_updates, clip_window : c > 0 scales every update longer than c x the median
         update norm over clip_window rounds down to it (0 = off;
         :class:`strategies.parts.NormClip`)
+    round_average : beta in (0, 1): the output model (evaluated, returned, saved,
+        restored dense) is the average of W over rounds, A <- beta A + (1 - beta) W;
+        0 = the last round's W (:class:`strategies.parts.RoundAverage`)
     **kwargs : sampling (:class:`strategies.fedavg.ValidatingStrategy`)
     """
 
@@ -132,6 +135,7 @@ class FedPruneCore(SparseServer):
         cgsv_reference: str = "trusted",
         cgsv_history_beta: float = 0.5,
         server_update_fn: ServerUpdateFn | None = None,
+        round_average: float = 0.75,
         **kwargs: Any,
     ) -> None:
         if adaptive_density not in ADAPTIVE:
@@ -164,6 +168,7 @@ class FedPruneCore(SparseServer):
             initial_state=initial_state, prunable=prunable, weighting=weighting,
             mask_policy=policy,
             update_filter=NormClip(clip_updates, clip_window) if clip_updates > 0 else None,
+            round_average=RoundAverage(round_average) if round_average > 0 else None,
             sparsity=sparsity, density_distribution=density_distribution,
             initial_mask=initial_mask, residuals=residual_restoration,
             grown_average=grown_average, grown_start=grown_start,

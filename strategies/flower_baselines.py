@@ -34,9 +34,9 @@ from flwr.serverapp.strategy import FedProx as _FlowerFedProx
 from flwr.serverapp.strategy import Krum as _FlowerKrum
 
 from fedprune import wire
-from strategies.common import ClientDirectory, RecordingMixin
-from strategies.replies import Reply
-from strategies.results import RoundRecorder
+from .common import ClientDirectory, RecordingMixin
+from .replies import Reply
+from .results import RoundRecorder
 
 
 class SeededSampling:

@@ -11,7 +11,10 @@ A sparse method is the server core plus one of each:
   :class:`DynamicMask` (client-side readjustment, the new mask the per-layer
   top-|value| positions of the union, :mod:`fedprune.dst`);
 * an optional update filter, :class:`NormClip` (updates longer than c x the
-  median norm are scaled down to it).
+  median norm are scaled down to it);
+* an optional :class:`RoundAverage`: the model the method outputs (evaluated, saved,
+  restored dense) is an exponential moving average of ``W`` over rounds, while clients
+  keep training from ``W`` itself.
 
 Every part owns its state and puts it in the server's checkpoint
 (``state`` / ``load_state``), so a resumed run and an aggregation that is redone
@@ -275,3 +278,62 @@ class NormClip:
     def load_state(self, meta: dict[str, Any]) -> None:
         # checkpoints written before clip-window have none: the window restarts empty
         self.norms = [[float(x) for x in r] for r in meta.get("clip_norms", [])]
+
+
+class RoundAverage:
+    """The model a method outputs: ``A <- beta A + (1 - beta) W`` after every round
+    (``A = W`` after the first), evaluated on the current mask, saved as the final
+    model and restored dense; clients still receive and train ``W``.
+
+    Under label skew each round's aggregate leans towards the classes of the clients
+    sampled that round, so the model of any one round swings between classes; the
+    average over the last few rounds (weights beta^k: with beta 0.75, half of the mass
+    on the last 2.4 rounds) cancels most of the swing and costs no byte. Polyak-Ruppert
+    averaging of the iterates (Polyak and Juditsky, SIAM J. Control Optim. 1992), as
+    SWA does for SGD; docs/method.md ("Round averaging").
+    """
+
+    def __init__(self, beta: float) -> None:
+        if not 0.0 < beta < 1.0:
+            raise ValueError(f"round averaging factor must be in (0, 1), got {beta}")
+        self.beta = beta
+        self.average: dict[str, np.ndarray] | None = None
+
+    def update(self, W: Mapping[str, np.ndarray],
+               entered: Mapping[str, np.ndarray] | None = None) -> None:
+        """Fold this round's ``W`` in (float tensors; others are taken as they are).
+        Positions in ``entered`` (per tensor, those that joined the mask this round)
+        start their average afresh at ``W``: what they held before is a residual or
+        the initialisation, not a model this position was trained into."""
+        if self.average is None:
+            self.average = {k: np.array(v, copy=True) for k, v in W.items()}
+            return
+        b, out = self.beta, {}
+        for k, v in W.items():
+            if not np.issubdtype(v.dtype, np.floating):
+                out[k] = np.array(v, copy=True)
+                continue
+            a = b * self.average[k].astype(np.float64) + (1.0 - b) * v.astype(np.float64)
+            if entered is not None and k in entered:
+                a = np.where(entered[k], v, a)
+            out[k] = a.astype(v.dtype)
+        self.average = out
+
+    def of(self, W: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        """The averaged model (``W`` itself before the first round)."""
+        return W if self.average is None else self.average
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {} if self.average is None else {f"A/{k}": v for k, v in self.average.items()}
+
+    def load_state(self, arrays: Mapping[str, np.ndarray],
+                   W: Mapping[str, np.ndarray]) -> None:
+        from fedprune.checkpoint import CheckpointError
+
+        got = {k[2:]: v for k, v in arrays.items() if k.startswith("A/")}
+        if not got:
+            self.average = None
+            return
+        if {k: v.shape for k, v in got.items()} != {k: v.shape for k, v in W.items()}:
+            raise CheckpointError("checkpoint's round average does not match this run's model")
+        self.average = {k: got[k].astype(W[k].dtype) for k in W}

@@ -46,11 +46,11 @@ from fedprune.aggregation import masked_average
 from fedprune.bandit import UCB1
 from fedprune.checkpoint import join, split
 from fedprune.masks import ceil_count, density_of, layer_budgets, magnitude_masks
-from strategies.common import RecordingMixin
-from strategies.parts import DataSizeWeighting, StaticMask
-from strategies.replies import Reply
-from strategies.results import RoundRecorder
-from strategies.sparse import SparseServer
+from .common import RecordingMixin
+from .parts import DataSizeWeighting, StaticMask
+from .replies import Reply
+from .results import RoundRecorder
+from .sparse import SparseServer
 
 
 class PerClientMaskCore(SparseServer):

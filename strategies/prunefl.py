@@ -43,11 +43,11 @@ from flwr.serverapp import Grid
 from fedprune import codec, wire
 from fedprune.aggregation import restore_residuals
 from fedprune.masks import magnitude_masks, topk_mask
-from strategies.common import RecordingMixin
-from strategies.parts import DataSizeWeighting, StaticMask
-from strategies.replies import Reply
-from strategies.results import RoundRecorder
-from strategies.sparse import SparseServer
+from .common import RecordingMixin
+from .parts import DataSizeWeighting, StaticMask
+from .replies import Reply
+from .results import RoundRecorder
+from .sparse import SparseServer
 
 
 def reconfigure(

@@ -33,21 +33,21 @@ from fedprune.models import model_from_config
 from fedprune.partial import PartialSchedule, layer_groups
 from fedprune.seeds import derive_seed
 from fedprune.training import TrainConfig, evaluate, resolve_device, train
-from strategies.fedavg import FedAvg, ValidatingStrategy
-from strategies.fedbt import FedBT, FedBTPrune
-from strategies.feddst import FedDST, StaticSparse
-from strategies.fedprune import FedPrune, ServerUpdateFn
-from strategies.flower_baselines import (
+from .fedavg import FedAvg, ValidatingStrategy
+from .fedbt import FedBT, FedBTPrune
+from .feddst import FedDST, StaticSparse
+from .fedprune import FedPrune, ServerUpdateFn
+from .flower_baselines import (
     FlowerFedAvg,
     FlowerFedAvgM,
     FlowerFedMedian,
     FlowerFedProx,
     FlowerKrum,
 )
-from strategies.personalized import FedMP, LotteryFL, SubFedAvg
-from strategies.prunefl import PruneFL
-from strategies.results import RoundRecorder
-from strategies.sparse import SparseServer
+from .personalized import FedMP, LotteryFL, SubFedAvg
+from .prunefl import PruneFL
+from .results import RoundRecorder
+from .sparse import SparseServer
 
 StrategyFactory = Callable[[RunConfig, RoundRecorder, nn.Module], Strategy]
 
@@ -86,7 +86,7 @@ def _fedprune(cfg: RunConfig, recorder: RoundRecorder, model: nn.Module,
         clip_window=cfg.clip_window,
         grown_average=cfg.grown_average, grown_start=cfg.grown_start,
         cgsv_reference=cfg.cgsv_reference,
-        cgsv_history_beta=cfg.cgsv_history_beta,
+        cgsv_history_beta=cfg.cgsv_history_beta, round_average=cfg.round_average,
     )
     args.update(fixed)
     if args["contribution_weighting"] and args["cgsv_reference"] == "server":

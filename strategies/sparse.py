@@ -19,7 +19,8 @@ One round of :meth:`SparseServer.aggregate_replies`, top to bottom:
    keeps its value in ``W``);
 5. the mask policy chooses the next global mask;
 6. ``W`` becomes the average, with pruned positions kept as residuals or
-   zeroed; the round's bookkeeping goes to the recorder.
+   zeroed (and, with a round average, is folded into it); the round's
+   bookkeeping goes to the recorder.
 
 The restored dense model (:meth:`SparseServer.dense_state`, what the dense
 evaluation and ``final_dense_model.pt`` hold) is ``W`` on the positions that
@@ -45,9 +46,9 @@ from fedprune import codec, wire
 from fedprune.aggregation import masked_average, restore_residuals
 from fedprune.checkpoint import CheckpointError, join, split
 from fedprune.masks import DISTRIBUTIONS, ceil_count, density_of, layer_budgets, magnitude_masks
-from strategies.fedavg import ValidatingStrategy
-from strategies.parts import Flat, MaskPolicy, NormClip, Update, Weighting
-from strategies.replies import Reply
+from .fedavg import ValidatingStrategy
+from .parts import Flat, MaskPolicy, NormClip, RoundAverage, Update, Weighting
+from .replies import Reply
 
 GROWN_AVERAGE = ("holders", "all")
 GROWN_START = ("zero", "residual")
@@ -88,6 +89,7 @@ class SparseServer(ValidatingStrategy):
         weighting: Weighting,
         mask_policy: MaskPolicy,
         update_filter: NormClip | None = None,
+        round_average: RoundAverage | None = None,
         sparsity: float = 0.8,
         density_distribution: str = "erk",
         initial_mask: str = "magnitude",
@@ -125,6 +127,7 @@ class SparseServer(ValidatingStrategy):
         if not residuals:
             self.W = restore_residuals(self.W, self.M, residual=False)
         self.weighting, self.mask_policy, self.update_filter = weighting, mask_policy, update_filter
+        self.round_average = round_average
         self.grown_average, self.grown_start = grown_average, grown_start
         self.density_fn, self.dense_evaluate = density, dense_evaluate
         self.round_alpha = 0.0  # alpha_t sent this round: how far a client's mask may move
@@ -138,13 +141,22 @@ class SparseServer(ValidatingStrategy):
         return {k: (np.where(self.M[k], v, 0).astype(v.dtype) if k in self.M else v)
                 for k, v in self.W.items()}
 
+    def output_state(self) -> dict[str, np.ndarray]:
+        """The sparse model the method outputs (evaluated, returned, saved): W on M, or,
+        with a :class:`~strategies.parts.RoundAverage`, W's average over rounds on M."""
+        A = self.W if self.round_average is None else self.round_average.of(self.W)
+        return {k: (np.where(self.M[k], v, 0).astype(v.dtype) if k in self.M else v)
+                for k, v in A.items()}
+
     def dense_state(self) -> dict[str, np.ndarray]:
-        """The restored dense model: W, except at prunable positions off the mask that
-        still hold their initial value (never trained by anyone), which are 0."""
+        """The restored dense model: W (or its round average), except at prunable
+        positions off the mask that still hold their initial value (never trained by
+        anyone), which are 0."""
+        A = self.W if self.round_average is None else self.round_average.of(self.W)
         out = {}
-        for k, v in self.W.items():
+        for k, v in A.items():
             if k in self.M:
-                keep = self.M[k] | (v != self._initial[k])
+                keep = self.M[k] | (self.W[k] != self._initial[k])
                 v = np.where(keep, v, 0).astype(v.dtype)
             out[k] = v
         return out
@@ -155,8 +167,9 @@ class SparseServer(ValidatingStrategy):
         return self.sparse_arrays()
 
     def sparse_arrays(self) -> ArrayRecord:
-        """The sparse model as an ArrayRecord in dense layout (for evaluation)."""
-        return ArrayRecord({k: Array(v) for k, v in self.sparse_state().items()})
+        """The output model (:meth:`output_state`) as an ArrayRecord in dense layout:
+        what is evaluated and what ``start`` returns."""
+        return ArrayRecord({k: Array(v) for k, v in self.output_state().items()})
 
     def density(self) -> float:
         """Fraction of prunable weights kept by M."""
@@ -168,8 +181,10 @@ class SparseServer(ValidatingStrategy):
             type(self).__name__, self.sparsity, self.density(), sum(self.budgets.values()),
             sum(m.size for m in self.M.values()))
         log(INFO, "\t├── %s", self.mask_policy.describe())
-        log(INFO, "\t└── weights: %s; clipping %s; residuals %s", self.weighting.describe(),
-            f"at {self.update_filter.c} x median" if self.update_filter else "off", self.residuals)
+        log(INFO, "\t└── weights: %s; clipping %s; residuals %s; round average %s",
+            self.weighting.describe(),
+            f"at {self.update_filter.c} x median" if self.update_filter else "off", self.residuals,
+            f"beta {self.round_average.beta:.2f}" if self.round_average else "off")
 
     # -- sending -------------------------------------------------------------
     def configure_train(
@@ -299,6 +314,8 @@ class SparseServer(ValidatingStrategy):
         new_mask = self.mask_policy.next_mask(agg, union, self.M, self.budgets)
         changes = {k: int((new_mask[k] & ~self.M[k]).sum()) for k in self.M}
         self.W = restore_residuals(agg, new_mask, self.residuals)
+        if self.round_average is not None:
+            self.round_average.update(self.W, {k: new_mask[k] & ~self.M[k] for k in self.M})
         self.M = new_mask
         scores = self.weighting.scores()
         noisy = [r.client for r in ok if wire.is_noisy(r.metrics)]
@@ -391,6 +408,8 @@ class SparseServer(ValidatingStrategy):
         arrays, meta = self.weighting.state()
         if self.update_filter is not None:
             meta = {**meta, **self.update_filter.state()}
+        if self.round_average is not None:
+            arrays = {**arrays, **self.round_average.state()}
         return {**join("W", self.W), **join("M", self.M), **arrays}, meta
 
     def load_extra_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
@@ -405,6 +424,8 @@ class SparseServer(ValidatingStrategy):
         self.weighting.load_state(arrays, meta, size)
         if self.update_filter is not None:
             self.update_filter.load_state(meta)
+        if self.round_average is not None:
+            self.round_average.load_state(arrays, self.W)
 
     def round_metrics(self, server_round: int) -> dict[str, Any]:
         """Density, and the restored dense model's accuracy and loss."""

@@ -35,8 +35,8 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
-from clients.client_app import client_from_context, make_client_app
-from strategies.server_app import make_server_app
+from fedprune_flwr.clients.client_app import client_from_context, make_client_app
+from fedprune_flwr.strategies.server_app import make_server_app
 
 RUN_ID = 7
 

@@ -8,12 +8,12 @@ from flwr.app import Array, ArrayRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 from torch.utils.data import DataLoader, TensorDataset
 
-from clients.client_app import make_client_app
-from clients.numpy_client import FedPruneClient
+from fedprune_flwr.clients.client_app import make_client_app
+from fedprune_flwr.clients.numpy_client import FedPruneClient
 from fedprune.masks import prunable_names
 from fedprune.training import evaluate
-from strategies.fedprune import FedPrune
-from strategies.results import RoundRecorder
+from fedprune_flwr.strategies.fedprune import FedPrune
+from fedprune_flwr.strategies.results import RoundRecorder
 
 
 def make_model() -> torch.nn.Module:

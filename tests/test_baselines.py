@@ -11,11 +11,11 @@ from fedprune.masks import prunable_names
 from fedprune.models import model_from_config, num_parameters
 from fedprune.training import TrainConfig, train
 from fedprune_lab.experiments import load_experiment
-from strategies.fedprune import FedPruneCore
-from strategies.flower_baselines import FlowerFedAvgM, FlowerFedProx
-from strategies.parts import DataSizeWeighting, DynamicMask
-from strategies.results import RoundRecorder
-from strategies.server_app import STRATEGIES, build_strategy
+from fedprune_flwr.strategies.fedprune import FedPruneCore
+from fedprune_flwr.strategies.flower_baselines import FlowerFedAvgM, FlowerFedProx
+from fedprune_flwr.strategies.parts import DataSizeWeighting, DynamicMask
+from fedprune_flwr.strategies.results import RoundRecorder
+from fedprune_flwr.strategies.server_app import STRATEGIES, build_strategy
 
 from conftest import ROOT
 from flower_helpers import FakeGrid, config, reply
@@ -132,7 +132,7 @@ def test_conf_errors_name_the_file(tmp_path):
 
 
 def _prunefl(n_nodes=3, interval=2):
-    from strategies.prunefl import PruneFL
+    from fedprune_flwr.strategies.prunefl import PruneFL
 
     torch.manual_seed(0)
     m = torch.nn.Sequential(torch.nn.Linear(20, 30), torch.nn.ReLU(), torch.nn.Linear(30, 5))
@@ -145,7 +145,7 @@ def _prunefl(n_nodes=3, interval=2):
 
 def test_prunefl_initial_pruning_on_one_client_then_magnitude_mask():
     from fedprune import codec
-    from strategies.prunefl import INITIAL_PRUNE_RATE
+    from fedprune_flwr.strategies.prunefl import INITIAL_PRUNE_RATE
 
     s, rec, grid = _prunefl()
     shared = config()  # Flower passes one ConfigRecord to every round
@@ -251,7 +251,7 @@ def test_bandit_picks_the_arm_with_the_best_reward_after_enough_pulls():
 
 def _client(threshold_acc):
     """A FedPruneClient on a tiny separable task, with a dense mask on one layer."""
-    from clients.numpy_client import FedPruneClient
+    from fedprune_flwr.clients.numpy_client import FedPruneClient
 
     torch.manual_seed(0)
     x = torch.randn(64, 6)
@@ -288,7 +288,7 @@ def test_lotteryfl_mask_shrinks_only_when_the_threshold_is_passed():
 
 def test_personal_masks_may_only_shrink():
     from fedprune import codec
-    from strategies.personalized import LotteryFL
+    from fedprune_flwr.strategies.personalized import LotteryFL
 
     torch.manual_seed(0)
     m = torch.nn.Sequential(torch.nn.Linear(20, 30), torch.nn.ReLU(), torch.nn.Linear(30, 5))
@@ -340,7 +340,7 @@ def test_federation_client_resources_are_read_checked_and_reach_the_study_job(tm
 def test_flower_strategies_record_which_accepted_clients_attacked_or_were_noisy():
     from flwr.app import Array, ArrayRecord
 
-    from strategies.flower_baselines import FlowerFedMedian
+    from fedprune_flwr.strategies.flower_baselines import FlowerFedMedian
 
     s = FlowerFedMedian(recorder=RoundRecorder(None, {}, 2), fraction_train=1.0,
                         min_train_nodes=3, min_available_nodes=3)

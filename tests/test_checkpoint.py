@@ -26,8 +26,8 @@ def test_round_trip_and_corruption(tmp_path):
 
 @pytest.mark.integration
 def test_killed_run_resumes_to_the_same_final_model(tmp_path, monkeypatch):
-    from strategies import fedprune as fp
-    from strategies.server_app import CHECKPOINT_FILE
+    from fedprune_flwr.strategies import fedprune as fp
+    from fedprune_flwr.strategies.server_app import CHECKPOINT_FILE
 
     from local_grid import simulate_local as simulate  # the checkpoint is the server's: no Ray
 
@@ -65,8 +65,8 @@ def test_killed_run_resumes_to_the_same_final_model(tmp_path, monkeypatch):
 def test_resume_refuses_missing_mismatched_and_existing_checkpoints(tmp_path):
     from fedprune.config import ConfigError, RunConfig
     from fedprune.models import model_from_config
-    from strategies.results import RoundRecorder
-    from strategies.server_app import CHECKPOINT_FILE, build_strategy, setup_checkpoints
+    from fedprune_flwr.strategies.results import RoundRecorder
+    from fedprune_flwr.strategies.server_app import CHECKPOINT_FILE, build_strategy, setup_checkpoints
 
     def strategy_for(cfg):
         return build_strategy(cfg, RoundRecorder(str(tmp_path), cfg.to_dict(), 3),
@@ -98,8 +98,8 @@ def test_resume_refuses_missing_mismatched_and_existing_checkpoints(tmp_path):
 def test_a_checkpoint_from_before_a_new_config_key_resumes_with_its_default(tmp_path):
     from fedprune.config import RunConfig
     from fedprune.models import model_from_config
-    from strategies.results import RoundRecorder
-    from strategies.server_app import CHECKPOINT_FILE, build_strategy, setup_checkpoints
+    from fedprune_flwr.strategies.results import RoundRecorder
+    from fedprune_flwr.strategies.server_app import CHECKPOINT_FILE, build_strategy, setup_checkpoints
 
     base = {"strategy": "fedprune", "results-dir": str(tmp_path), "checkpoint-every": 1}
     old = RunConfig.from_mapping(base)
@@ -138,8 +138,8 @@ def test_a_checkpoint_from_before_a_new_config_key_resumes_with_its_default(tmp_
 def test_resume_ignores_keys_that_do_not_change_what_is_computed(tmp_path):
     from fedprune.config import RunConfig
     from fedprune.models import model_from_config
-    from strategies.results import RoundRecorder
-    from strategies.server_app import CHECKPOINT_FILE, build_strategy, setup_checkpoints
+    from fedprune_flwr.strategies.results import RoundRecorder
+    from fedprune_flwr.strategies.server_app import CHECKPOINT_FILE, build_strategy, setup_checkpoints
 
     def strategy_for(cfg):
         return build_strategy(cfg, RoundRecorder(cfg.results_dir, cfg.to_dict(), 3),
@@ -160,7 +160,7 @@ def test_resume_ignores_keys_that_do_not_change_what_is_computed(tmp_path):
 
 def test_a_new_run_refuses_a_results_dir_that_holds_another_run(tmp_path):
     from fedprune.config import ConfigError, RunConfig
-    from strategies.server_app import run
+    from fedprune_flwr.strategies.server_app import run
 
     (tmp_path / "results.json").write_text("{}")
     with pytest.raises(ConfigError, match="already holds the results.json of another run"):

@@ -56,7 +56,7 @@ def test_data_dir_resolution(monkeypatch, tmp_path):
 
 def test_an_impossible_partition_is_refused_before_any_client_starts():
     from fedprune.data import load_dataset
-    from strategies.server_app import check_partition, run
+    from fedprune_flwr.strategies.server_app import check_partition, run
 
     data = load_dataset("mnist-mini")  # 10,000 training images
     cfg = RunConfig.from_mapping({"partitioner": "shard"})  # 2 shards of 20 per client
@@ -76,7 +76,7 @@ def test_an_impossible_partition_is_refused_before_any_client_starts():
 def test_unknown_names_fail_at_once_with_a_did_you_mean(tmp_path):
     from fedprune.config import STRATEGY_NAMES
     from fedprune_lab.run import main as fedprune_run
-    from strategies.server_app import STRATEGIES
+    from fedprune_flwr.strategies.server_app import STRATEGIES
 
     assert sorted(STRATEGY_NAMES) == sorted(STRATEGIES)
     for key, typo, meant in (("strategy", "fedprun", "fedprune"), ("dataset", "mnsit", "mnist"),

@@ -3,9 +3,9 @@ import pytest
 from flwr.app import Array, ArrayRecord
 
 from fedprune import wire
-from strategies.common import ClientDirectory
-from strategies.fedavg import FedAvg
-from strategies.results import RoundRecorder
+from fedprune_flwr.strategies.common import ClientDirectory
+from fedprune_flwr.strategies.fedavg import FedAvg
+from fedprune_flwr.strategies.results import RoundRecorder
 
 from flower_helpers import FakeGrid, config, reply
 
@@ -141,7 +141,7 @@ def test_batchnorm_scalar_buffers_keep_their_shape_on_the_wire():
     # FedAvg expects the ArrayRecord(state_dict) shapes; num_batches_tracked is 0-d
     import torch
 
-    from clients.numpy_client import FedPruneClient
+    from fedprune_flwr.clients.numpy_client import FedPruneClient
 
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
     expected = {k: (tuple(v.shape), np.dtype(v.numpy().dtype))
@@ -154,7 +154,7 @@ def test_batchnorm_scalar_buffers_keep_their_shape_on_the_wire():
 def test_fedavg_aggregates_a_batchnorm_model_through_flower_records():
     import torch
 
-    from clients.numpy_client import FedPruneClient
+    from fedprune_flwr.clients.numpy_client import FedPruneClient
 
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
     s, rec, grid = _strategy(n_nodes=2, fraction_train=1.0, min_train_clients=2)

@@ -5,8 +5,8 @@ import pytest
 import torch
 from flwr.app import Array, ArrayRecord
 
-from clients.client_app import reply_record
-from clients.numpy_client import FedPruneClient
+from fedprune_flwr.clients.client_app import reply_record
+from fedprune_flwr.clients.numpy_client import FedPruneClient
 from fedprune import codec, wire
 from fedprune.config import ConfigError, RunConfig
 from fedprune.data import load_dataset
@@ -21,8 +21,8 @@ from fedprune.partial import (
     progressive_index,
 )
 from fedprune.training import TrainConfig, train
-from strategies.fedbt import FedBT, FedBTPrune
-from strategies.results import RoundRecorder
+from fedprune_flwr.strategies.fedbt import FedBT, FedBTPrune
+from fedprune_flwr.strategies.results import RoundRecorder
 
 from flower_helpers import FakeGrid, config, reply
 
@@ -139,7 +139,7 @@ def test_bad_schedules_and_config_values_are_clear_errors():
         RunConfig.from_mapping({"fedbt-layers": -1})
     with pytest.raises(ConfigError, match="fedbt-top"):
         RunConfig.from_mapping({"fedbt-top": -2})
-    from strategies.server_app import build_strategy
+    from fedprune_flwr.strategies.server_app import build_strategy
 
     cfg = RunConfig.from_mapping({"strategy": "fedbt", "model": "bert-tiny",
                                   "dataset": "tokens-synthetic", "fedbt-layers": 5})
@@ -216,7 +216,7 @@ def test_client_trains_and_uploads_only_the_scheduled_tensors(sparse):
 
 
 def codec_tensor(key: str) -> str:
-    from strategies.fedbt import tensor_of
+    from fedprune_flwr.strategies.fedbt import tensor_of
 
     return tensor_of(key)
 

@@ -5,8 +5,8 @@ from flwr.app import ArrayRecord
 
 from fedprune import codec, wire
 from fedprune.masks import prunable_names
-from strategies.fedprune import FedPrune
-from strategies.results import RoundRecorder
+from fedprune_flwr.strategies.fedprune import FedPrune
+from fedprune_flwr.strategies.results import RoundRecorder
 
 from flower_helpers import FakeGrid, config, reply
 
@@ -63,7 +63,7 @@ def test_aggregation_moves_model_and_keeps_residuals():
 
 
 def test_the_dense_model_drops_never_trained_residuals_and_keeps_trained_ones():
-    s, rec, grid = _strategy()
+    s, rec, grid = _strategy(round_average=0.0)  # the dense model of W itself
     seen = []
     s.dense_evaluate = lambda state: seen.append(state) or {"accuracy": 0.5, "loss": 1.0}
     s.configure_train(1, ArrayRecord(), config(), grid)
@@ -379,7 +379,7 @@ def test_root_update_is_the_same_for_the_same_round_and_keeps_the_mask():
     # a resumed run must compute the same server references as the uninterrupted one
     from fedprune.config import RunConfig
     from fedprune.models import model_from_config
-    from strategies.server_app import root_update_fn
+    from fedprune_flwr.strategies.server_app import root_update_fn
 
     cfg = RunConfig.from_mapping({"dataset": "mnist-mini", "model": "mlp", "cgsv-root-samples": 40,
                                   "cgsv-reference": "server", "lr": 0.05})
@@ -394,3 +394,46 @@ def test_root_update_is_the_same_for_the_same_round_and_keeps_the_mask():
     for k, m in masks.items():
         assert not np.any(a[k][~m]) and not np.array_equal(a[k][m], sent[k][m])
     assert all(np.array_equal(v, state[k]) for k, v in wire.state_to_numpy(model.state_dict()).items())
+
+
+def test_the_output_model_is_the_round_average_of_w_and_clients_still_get_w():
+    """A <- beta A + (1 - beta) W after every round; evaluated / returned / restored dense
+    on the current mask; what clients are sent is W itself; positions that joined the
+    mask start their average at W."""
+    beta = 0.75
+    s, rec, grid = _strategy(round_average=beta, dynamic_topology=False)
+    k = "0.weight"
+    s.configure_train(1, ArrayRecord(), config(), grid)
+    out1, _ = s.aggregate_train(1, [_client_reply(s, 100 + i, shift=0.1) for i in range(3)])
+    W1 = {n: v.copy() for n, v in s.W.items()}
+    assert np.array_equal(out1[k].numpy(), np.where(s.M[k], W1[k], 0))  # A = W after round 1
+    s.configure_train(2, ArrayRecord(), config(), grid)
+    out2, _ = s.aggregate_train(2, [_client_reply(s, 100 + i, shift=0.2, rnd=2) for i in range(3)])
+    W2 = s.W
+    want = (beta * W1[k].astype(np.float64) + (1 - beta) * W2[k]).astype(np.float32)
+    assert np.allclose(out2[k].numpy(), np.where(s.M[k], want, 0), atol=1e-7)
+    assert not np.allclose(out2[k].numpy()[s.M[k]], W2[k][s.M[k]])  # not the last round's W
+    assert np.allclose(s.dense_state()[k][s.M[k]], want[s.M[k]], atol=1e-7)
+    sent = codec.decode_state({n: v.numpy() for n, v in next(iter(
+        s.configure_train(3, ArrayRecord(), config(), grid))).content["arrays"].items()},
+        {n: v.shape for n, v in s.W.items()})[0]
+    assert np.array_equal(sent[k], np.where(s.M[k], W2[k], 0))  # clients train W
+    # a position that enters the mask starts its average at W
+    avg = s.round_average
+    entered = np.zeros_like(s.M[k])
+    entered.reshape(-1)[0] = True
+    W3 = {n: v + 1.0 for n, v in W2.items()}
+    before = avg.average[k].copy()
+    avg.update(W3, {k: entered})
+    assert avg.average[k].reshape(-1)[0] == W3[k].reshape(-1)[0]
+    assert np.isclose(avg.average[k].reshape(-1)[1],
+                      beta * before.reshape(-1)[1] + (1 - beta) * W3[k].reshape(-1)[1])
+
+
+def test_round_average_zero_outputs_the_last_rounds_model():
+    s, rec, grid = _strategy(round_average=0.0)
+    s.configure_train(1, ArrayRecord(), config(), grid)
+    out, _ = s.aggregate_train(1, [_client_reply(s, 100 + i) for i in range(3)])
+    assert s.round_average is None
+    for k, v in s.sparse_state().items():
+        assert np.array_equal(out[k].numpy(), v)

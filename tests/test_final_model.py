@@ -10,7 +10,7 @@ from fedprune.data import load_dataset
 from fedprune.data.loader import test_loader as eval_loader
 from fedprune.models import model_from_config
 from fedprune.training import evaluate
-from strategies.server_app import FINAL_DENSE_MODEL, FINAL_MODEL
+from fedprune_flwr.strategies.server_app import FINAL_DENSE_MODEL, FINAL_MODEL
 
 pytestmark = pytest.mark.integration
 

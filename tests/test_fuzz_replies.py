@@ -31,9 +31,9 @@ from hypothesis import strategies as st
 
 from fedprune import codec, wire
 from fedprune.config import RunConfig
-from strategies.replies import read_arrays
-from strategies.results import RoundRecorder
-from strategies.server_app import build_strategy
+from fedprune_flwr.strategies.replies import read_arrays
+from fedprune_flwr.strategies.results import RoundRecorder
+from fedprune_flwr.strategies.server_app import build_strategy
 
 from flower_helpers import FakeGrid, set_task_identity
 

@@ -6,16 +6,16 @@ import pytest
 import torch
 from flwr.app import Array, ArrayRecord, Context, RecordDict
 
-from clients.client_app import node_device, reply_record
-from clients.numpy_client import FedPruneClient
+from fedprune_flwr.clients.client_app import node_device, reply_record
+from fedprune_flwr.clients.numpy_client import FedPruneClient
 from fedprune import codec, wire
 from fedprune.config import ConfigError, RunConfig
 from fedprune.masks import prunable_names
 from fedprune.training import TrainConfig, train
-from strategies.fedavg import FedAvg
-from strategies.fedprune import FedPrune
-from strategies.results import RoundRecorder
-from strategies.server_app import run
+from fedprune_flwr.strategies.fedavg import FedAvg
+from fedprune_flwr.strategies.fedprune import FedPrune
+from fedprune_flwr.strategies.results import RoundRecorder
+from fedprune_flwr.strategies.server_app import run
 
 from flower_helpers import FakeGrid, config, reply
 

@@ -11,7 +11,8 @@ to what a method computes moves them by orders of magnitude more. Timings are
 left out.
 
 Re-record (only when a change is *meant* to alter results, and say so in the
-commit): ``python tests/test_reproduction.py --record``.
+commit): ``python tests/test_reproduction.py --record [CASE ...]`` (only the named
+cases; all without names).
 """
 
 from __future__ import annotations
@@ -89,16 +90,16 @@ def test_the_comparison_tolerates_last_digits_only():
     assert not _same({k: v for k, v in row.items() if k != "rejected"}, row)
 
 
-if __name__ == "__main__":  # python tests/test_reproduction.py --record
-    if sys.argv[1:] != ["--record"]:
+if __name__ == "__main__":  # python tests/test_reproduction.py --record [CASE ...]
+    if sys.argv[1:2] != ["--record"] or not set(sys.argv[2:]) <= set(CASES):
         raise SystemExit(__doc__)
     sys.path.insert(0, str(HERE))
     import conftest  # noqa: F401  (the test environment: Ray and Flower on loopback)
 
-    out = {}
-    for case in sorted(CASES):
+    out = json.loads(RECORD.read_text()) if RECORD.exists() and sys.argv[2:] else {}
+    for case in sys.argv[2:] or sorted(CASES):
         with tempfile.TemporaryDirectory() as d:
             out[case] = _run(case, Path(d))
         print(case, [r["accuracy"] for r in out[case]])
     RECORD.parent.mkdir(exist_ok=True)
-    RECORD.write_text(json.dumps(out, indent=1) + "\n")
+    RECORD.write_text(json.dumps(dict(sorted(out.items())), indent=1) + "\n")
