@@ -24,6 +24,7 @@ Message handlers:
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -37,13 +38,16 @@ from fedprune import codec, wire
 from fedprune.attacks import attackers, flip_labels, malform
 from fedprune.config import DEVICES, RunConfig
 from fedprune.data import load_dataset
-from fedprune.data.loader import client_data
+from fedprune.data.loader import TensorLoader, client_data
 from fedprune.data.noise import noise_plan
 from fedprune.models import model_from_config
 from fedprune.seeds import derive_seed
 from fedprune.training import TrainConfig, resolve_device
 
 ClientFn = Callable[[Context], FedPruneClient]
+# clients built by node_client, most recently used last: (run, node, configs) -> client
+_BUILT: OrderedDict[tuple[Any, ...], tuple[FedPruneClient, list[TensorLoader]]] = OrderedDict()
+KEEP_CLIENTS = 8  # a deployed node keeps its one client; a simulation worker its last 8
 
 
 def node_identity(context: Context) -> tuple[int, int]:
@@ -125,6 +129,31 @@ def client_from_context(
     )
 
 
+def node_client(context: Context, overrides: Mapping[str, Any] | None = None) -> FedPruneClient:
+    """This node's client, built once (:func:`client_from_context`) and kept for the
+    run's later messages. Every message gets it as a fresh build would be: masks
+    cleared, and its loaders' batch orders started over (a client built per message
+    would start them at the same seed). At most :data:`KEEP_CLIENTS` are kept per
+    process (a simulation worker serves many nodes). ``overrides`` as in
+    :func:`client_from_context`."""
+    key = (context.run_id, context.node_id, repr(sorted(context.run_config.items())),
+           repr(sorted(context.node_config.items())), repr(sorted((overrides or {}).items())))
+    if key in _BUILT:
+        _BUILT.move_to_end(key)
+        client, loaders = _BUILT[key]
+    else:
+        client = client_from_context(context, overrides)
+        loaders = [x for x in (client.trainloader, client.testloader)
+                   if isinstance(x, TensorLoader)]
+        _BUILT[key] = (client, loaders)
+        while len(_BUILT) > KEEP_CLIENTS:
+            _BUILT.popitem(last=False)
+    for loader in loaders:
+        loader.restart()
+    client.masks = {}
+    return client
+
+
 def _config(msg: Message) -> dict[str, Any]:
     rec = msg.content.config_records.get(wire.CONFIG)
     return dict(rec) if rec is not None else {}
@@ -171,11 +200,13 @@ def reply_record(
     )
 
 
-def make_client_app(client_fn: ClientFn = client_from_context) -> ClientApp:
-    """A ClientApp whose handlers drive the client that ``client_fn`` builds.
+def make_client_app(client_fn: ClientFn = node_client) -> ClientApp:
+    """A ClientApp whose handlers drive the client that ``client_fn`` returns
+    (by default this node's client, built once: :func:`node_client`).
 
     Other Flower apps pass their own ``client_fn(context) -> FedPruneClient``
-    (their model and data loaders) and get the same message handling.
+    (their model and data loaders), called for every message, and get the same
+    message handling.
     """
     capp = ClientApp()
 

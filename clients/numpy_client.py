@@ -17,7 +17,6 @@ ones with the largest gradient (``dst-growth`` = ``gradient``) or at random
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any
 
@@ -30,10 +29,11 @@ from fedprune import wire
 from fedprune.attacks import UPDATE_ATTACKS, WIRE_ATTACKS, attack_update
 from fedprune.dst import ReadjustReport, readjust_hook
 from fedprune.flops import forward_order, layer_macs, partial_training_flops, training_flops
-from fedprune.masks import layer_budgets, prune_by_magnitude
-from fedprune.partial import frozen_except, on_masks
+from fedprune.partial import on_masks
 from fedprune.seeds import derive_seed
-from fedprune.training import StepState, TrainConfig, TrainResult, evaluate, train
+from fedprune.training import StepState, TrainConfig, evaluate
+
+from .plans import PLANS, Round, plan_for
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -93,7 +93,7 @@ class FedPruneClient(NumPyClient):
             raise ValueError(f"client attack must be 'none' or one of {UPDATE_ATTACKS + WIRE_ATTACKS}, "
                              f"got {attack!r}")
         self.attack, self.attack_scale = attack, attack_scale
-        self._macs = layer_macs(model, tuple(input_shape)) if input_shape is not None else None
+        self.macs = layer_macs(model, tuple(input_shape)) if input_shape is not None else None
         self._input_shape = tuple(input_shape) if input_shape is not None else None
         # partial training (FedBT): the tensors the last fit trained and uploads; None = all
         self.trainable: list[str] | None = None
@@ -116,10 +116,15 @@ class FedPruneClient(NumPyClient):
     def fit(
         self, parameters: list[np.ndarray], config: dict[str, Any]
     ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
-        """Train locally from ``parameters``; return (parameters, n, metrics)."""
+        """Train locally from ``parameters`` by the plan the config names
+        (:mod:`clients.plans`); return (parameters, n, metrics)."""
         self.set_parameters(parameters)
         names = config.get(wire.FEDBT_TRAIN)
         self.trainable = None if names is None else [str(n) for n in names]
+        plan = plan_for(config)
+        if self.trainable is not None and plan != "partial":
+            raise ValueError(f"partial training ({wire.FEDBT_TRAIN}) does not combine with "
+                             f"{wire.PERSONAL_PRUNE} {plan!r}")
         received = ({k: np.array(p, copy=True) for k, p in zip(self._keys, parameters, strict=True)}
                     if self.attack in UPDATE_ATTACKS else None)
         cfg = self.train_config
@@ -145,107 +150,34 @@ class FedPruneClient(NumPyClient):
                 readjust = on_masks(readjust, self.trainable)
             hook = _chain(hook, readjust)
         self.sq_grads = {}
-        mode = config.get(wire.PERSONAL_PRUNE)
-        pruned = 0
-        if mode == "lotteryfl" and self.masks:
-            pruned = self._lottery_prune(config)
-        flops: float | None = None  # prunefl-initial: counted epoch by epoch, as masks shrink
-        if mode == "prunefl-initial" and self.masks:
-            result, pruned, flops = self._prunefl_initial(cfg, config, hook, rnd)
-        else:
-            with frozen_except(self.model, self.trainable):  # no-op unless partial training
-                result = train(
-                    self.model, self.trainloader, cfg, device=self.device, masks=self.masks,
-                    on_step=hook, seed=derive_seed(self.seed, rnd),
-                    sq_grads=self.sq_grads if config.get(wire.PRUNEFL_SQGRAD) else None,
-                )
-        if mode == "subfedavg" and self.masks:
-            pruned = self._prune(config)
+        out = PLANS[plan](self, Round(cfg, config, hook, rnd))
+        result = out.result
         metrics = {**self.metrics, wire.TRAIN_LOSS: result.loss, wire.LOSS_FIRST: result.first_loss,
                    wire.LOSS_LAST: result.last_loss}
-        if mode:
-            metrics[wire.PRUNED] = pruned
+        if out.pruned is not None:
+            metrics[wire.PRUNED] = out.pruned
         if reports:
             metrics[wire.DST_MOVED] = sum(sum(r.moved.values()) for r in reports)
-        if self._macs is not None:
+        if self.macs is not None:
             seen = result.num_examples * cfg.epochs
-            if flops is not None:
-                metrics[wire.TRAIN_FLOPS] = flops
+            if out.flops is not None:
+                metrics[wire.TRAIN_FLOPS] = out.flops
             elif self.trainable is None:
-                metrics[wire.TRAIN_FLOPS] = float(training_flops(self._macs, seen, self.masks))
+                metrics[wire.TRAIN_FLOPS] = float(training_flops(self.macs, seen, self.masks))
             else:  # backward only down to the lowest trained layer, weight gradients of trained ones
                 order = forward_order(self.model, self._input_shape)  # type: ignore[arg-type]
                 metrics[wire.TRAIN_FLOPS] = float(partial_training_flops(
-                    self._macs, seen, order, self.trainable, self.masks))
-            metrics[wire.DENSE_FLOPS] = float(training_flops(self._macs, seen))
+                    self.macs, seen, order, self.trainable, self.masks))
+            metrics[wire.DENSE_FLOPS] = float(training_flops(self.macs, seen))
         self.model.to("cpu")
         params = self.get_parameters({})
-        if received is not None:
+        if received is not None:  # an update attack wraps whatever the plan returned
             masks = {k: m.detach().cpu().bool().numpy() for k, m in self.masks.items()}
             attacked = attack_update(received, dict(zip(self._keys, params, strict=True)), self.attack,
                                      scale=self.attack_scale, masks=masks,
                                      seed=derive_seed(self.seed, rnd, 11))
             params = [attacked[k] for k in self._keys]
         return params, result.num_examples, metrics
-
-    # -- personalised progressive pruning (LotteryFL, Sub-FedAvg) ------------
-    def _prune(self, config: dict[str, Any]) -> int:
-        """Remove ``prune-rate`` of the kept weights per layer by magnitude, not below
-        the ``target-density`` budgets; zero what was removed. Returns 1 if it pruned."""
-        params = dict(self.model.named_parameters())
-        shapes = {k: tuple(params[k].shape) for k in self.masks}
-        floor = layer_budgets(shapes, float(config[wire.TARGET_DENSITY]),
-                              str(config.get(wire.DENSITY_DISTRIBUTION, "erk")))
-        if all(int(m.sum()) <= floor[k] for k, m in self.masks.items()):
-            return 0
-        new = prune_by_magnitude(params, self.masks, float(config[wire.PRUNE_RATE]), floor)
-        with torch.no_grad():
-            for k, m in new.items():
-                params[k].mul_(m.to(params[k].device, params[k].dtype))
-                self.masks[k] = m.float()
-        return 1
-
-    def _prunefl_initial(
-        self, cfg: TrainConfig, config: dict[str, Any], hook: Callable[[StepState], None] | None,
-        rnd: int,
-    ) -> tuple[TrainResult, int, float]:
-        """PruneFL's initial pruning on one client: ``cfg.epochs`` epochs of training;
-        after each but the last, ``prune-rate`` of each layer's kept weights go by
-        magnitude, never below the ``target-density`` budgets, so the model is
-        fine-tuned between pruning steps and returned at (or on its way to) the
-        target density with the pruned weights at zero. Returns (the training
-        result over all epochs, the number of pruning steps, training FLOPs)."""
-        one = dataclasses.replace(cfg, epochs=1)
-        results, pruned, flops = [], 0, 0.0
-        for e in range(cfg.epochs):
-            r = train(self.model, self.trainloader, one, device=self.device, masks=self.masks,
-                      on_step=hook, seed=derive_seed(self.seed, rnd, 13, e))
-            if self._macs is not None:
-                flops += float(training_flops(self._macs, r.num_examples, self.masks))
-            results.append(r)
-            if e < cfg.epochs - 1:
-                pruned += self._prune(config)
-        return (dataclasses.replace(results[-1], loss=float(np.mean([r.loss for r in results])),
-                                    steps=sum(r.steps for r in results),
-                                    first_loss=results[0].first_loss), pruned, flops)
-
-    def _lottery_prune(self, config: dict[str, Any]) -> int:
-        """LotteryFL: if the received model (on this client's mask) reaches
-        ``lottery-threshold`` accuracy on the local validation data, prune and rewind
-        the kept weights to the initial model."""
-        if self.testloader is None:
-            raise ValueError("LotteryFL needs local validation data (testloader)")
-        if self.initial_state is None:
-            raise ValueError("LotteryFL rewinds to the initial weights: pass initial_state")
-        _, acc, _ = evaluate(self.model, self.testloader, device=self.device)
-        if acc < float(config[wire.LOTTERY_THRESHOLD]) or not self._prune(config):
-            return 0
-        params = dict(self.model.named_parameters())
-        with torch.no_grad():
-            for k, m in self.masks.items():
-                p = params[k]
-                p.copy_(self.initial_state[k].to(p.device, p.dtype) * m.to(p.device, p.dtype))
-        return 1
 
     def evaluate(
         self, parameters: list[np.ndarray], config: dict[str, Any]

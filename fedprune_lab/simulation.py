@@ -16,7 +16,7 @@ from typing import Any
 
 from flwr.simulation import run_simulation
 
-from fedprune_flwr.clients.client_app import client_from_context, make_client_app
+from fedprune_flwr.clients.client_app import make_client_app, node_client
 from fedprune_flwr.strategies.server_app import make_server_app
 
 BACKEND = {
@@ -27,7 +27,7 @@ BACKEND = {
 
 def simulate(
     num_supernodes: int, overrides: dict[str, Any], results_dir: Path,
-    client_fn: Callable[..., Any] = client_from_context,
+    client_fn: Callable[..., Any] = node_client,
     client_resources: dict[str, float] | None = None,
 ) -> dict:
     """Run the app with ``overrides`` on top of the defaults; return its results.json.

@@ -35,7 +35,7 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
-from fedprune_flwr.clients.client_app import client_from_context, make_client_app
+from fedprune_flwr.clients.client_app import make_client_app, node_client
 from fedprune_flwr.strategies.server_app import make_server_app
 
 RUN_ID = 7
@@ -124,7 +124,7 @@ def run_local(server_app: ServerApp, client_app: ClientApp, num_supernodes: int,
 
 
 def simulate_local(num_supernodes: int, overrides: Mapping[str, Any], results_dir: Path,
-                   client_fn: Callable[..., Any] = client_from_context) -> dict:
+                   client_fn: Callable[..., Any] = node_client) -> dict:
     """:func:`fedprune_lab.simulation.simulate` without Ray; returns the run's results.json."""
     results_dir = Path(results_dir).resolve()
     ov = {**overrides, "results-dir": str(results_dir)}

@@ -59,7 +59,12 @@ class TensorLoader:
             c = x.shape[1]
             self._mean = torch.tensor(mean, dtype=torch.float32).view(1, c, 1, 1)
             self._scale = 1.0 / (255.0 * torch.tensor(std, dtype=torch.float32).view(1, c, 1, 1))
+        self._seed = seed
         self._gen = torch.Generator().manual_seed(seed)
+
+    def restart(self) -> None:
+        """Start the batch orders over, as a loader just built with the same seed."""
+        self._gen.manual_seed(self._seed)
 
     def __len__(self) -> int:
         return (len(self.y) + self.batch_size - 1) // self.batch_size
