@@ -42,6 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fedprune_lab.archive import restore_default
+
 MB = 1e6
 LAST_K = 5  # rounds averaged by the "last-k acc" column
 
@@ -536,6 +538,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--target", type=float, default=0.9, help="target accuracy (default 0.9)")
     p.add_argument("--no-plots", action="store_true")
     args = p.parse_args(argv)
+    restore_default(args.root)
     if not args.root.is_dir():
         raise SystemExit(f"fedprune-summary: no folder {args.root}")
     if not load_runs(args.root):

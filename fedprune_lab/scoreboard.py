@@ -27,18 +27,17 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import textwrap
 import time
 from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from fedprune.config import ConfigError
+from fedprune_lab.archive import measured_day, pack_default, restore_default
 from fedprune_lab.experiments import Job, load_study
 from fedprune_lab.report import _plt, cumulative_up, legend_below, method_style, seed_curve, zoom
 from fedprune_lab.study import ROOT, drift_between, is_complete, job_rounds, run_job
@@ -164,14 +163,8 @@ def _stats(xs: list[float]) -> tuple[float, float]:
 
 
 def measured(paths: list[Path]) -> str:
-    """When the runs were measured: the newest commit date of their results, else the
-    files' modification date."""
-    days = []
-    for p in paths:
-        proc = subprocess.run(["git", "log", "-1", "--format=%cs", "--", str(p)], cwd=ROOT,
-                              capture_output=True, text=True)
-        day = proc.stdout.strip() if proc.returncode == 0 else ""
-        days.append(day or date.fromtimestamp(p.stat().st_mtime).isoformat())
+    """When the runs were measured: the newest of their days (:func:`measured_day`)."""
+    days = [measured_day(p) for p in paths]
     return max(days) if days else "-"
 
 
@@ -336,6 +329,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--engine", choices=("simulation", "flwr"), default="simulation")
     args = p.parse_args(argv)
+    restore_default(args.runs)
     try:
         text, missing = scoreboard(args.suite.resolve(), args.runs.resolve(), args.out.resolve(),
                                    not args.no_plots)
@@ -362,6 +356,7 @@ def main(argv: list[str] | None = None) -> None:
     if todo:
         print(scoreboard(args.suite.resolve(), args.runs.resolve(), args.out.resolve(),
                          not args.no_plots)[0])
+        pack_default(args.runs, {j.study for j in todo})
 
 
 if __name__ == "__main__":

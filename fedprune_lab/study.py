@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from fedprune.config import NOT_COMPUTED, ConfigError
+from fedprune_lab.archive import pack_default, restore_default
 from fedprune_lab.experiments import Experiment, Job, load_study
 from fedprune_lab.run import parse_set
 
@@ -235,6 +236,7 @@ def main(argv: list[str] | None = None) -> None:
     if not jobs:
         raise SystemExit("fedprune-study: no jobs match")
     root = args.out.resolve()
+    restore_default(root)
     state: dict[str, str] = {}
     stale: dict[str, list[str]] = {}
     for j in jobs:
@@ -285,6 +287,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"[fedprune-study]   done in {_fmt_s(dt)}: final acc {s['final_accuracy']:.4f}, "
               f"best {s['best_accuracy']:.4f}, up {s['total_bytes_up'] / 1e6:.1f} MB"
               f" (about {_fmt_s(left)} left)", flush=True)
+    pack_default(root, {j.study for j in todo if j.key not in failed})
     if failed:
         print("[fedprune-study] failed jobs:\n  " + "\n  ".join(failed), flush=True)
         raise SystemExit(1)

@@ -42,10 +42,16 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Result
+from torch import nn
 
 from fedprune import wire
 from fedprune.contribution import ContributionState, tradeoff
-from .common import RecordingMixin
+from fedprune.masks import prunable_names
+
+from .common import EvaluateFn, RecordingMixin
 from .parts import CGSVWeighting, DataSizeWeighting, DynamicMask, NormClip, RoundAverage, StaticMask
 from .results import RoundRecorder
 from .sparse import DenseEvaluateFn, SparseServer
@@ -194,8 +200,44 @@ class FedPruneCore(SparseServer):
 
 
 class FedPrune(RecordingMixin, FedPruneCore):
-    """FedPrune with per-round accounting in a :class:`RoundRecorder`."""
+    """FedPrune with per-round accounting in a :class:`RoundRecorder`.
 
-    def __init__(self, *, recorder: RoundRecorder, **kwargs: Any) -> None:
-        self.recorder = recorder
+    For use in another Flower app: ``FedPrune(model=model, num_rounds=T, ...)`` takes the
+    initial weights and the prunable tensors (:func:`fedprune.masks.prunable_names`)
+    from the model; ``recorder`` is optional (rounds kept in memory, ``strategy.recorder``);
+    and ``start(evaluate_fn=...)`` evaluates the restored dense model with the same
+    function unless ``dense_evaluate`` is given. The other arguments are
+    :class:`FedPruneCore`'s.
+    """
+
+    def __init__(self, *, model: nn.Module | None = None, recorder: RoundRecorder | None = None,
+                 **kwargs: Any) -> None:
+        if model is not None:
+            if "initial_state" in kwargs or "prunable" in kwargs:
+                raise TypeError("give either model or initial_state and prunable, not both")
+            kwargs["initial_state"] = wire.state_to_numpy(model.state_dict())
+            kwargs["prunable"] = prunable_names(model)
+        elif "initial_state" not in kwargs or "prunable" not in kwargs:
+            raise TypeError("FedPrune needs model=, or initial_state= and prunable=")
+        self.recorder = recorder if recorder is not None else RoundRecorder(
+            None, {}, int(kwargs.get("num_rounds", 0)))
         super().__init__(**kwargs)
+
+    def start(self, grid: Grid, initial_arrays: ArrayRecord | None = None, num_rounds: int = 3,
+              timeout: float = 3600, train_config: ConfigRecord | None = None,
+              evaluate_config: ConfigRecord | None = None,
+              evaluate_fn: EvaluateFn | None = None) -> Result:
+        """Flower's ``start``; ``initial_arrays`` defaults to the sparse initial model, and
+        ``evaluate_fn`` also scores the restored dense model when no ``dense_evaluate``
+        was given."""
+        if self.dense_evaluate is None and evaluate_fn is not None:
+            fn = evaluate_fn
+
+            def dense(state: Mapping[str, np.ndarray]) -> Mapping[str, float]:
+                res = fn(0, ArrayRecord({k: Array(np.asarray(v)) for k, v in state.items()}))
+                return dict(res) if res is not None else {}
+
+            self.dense_evaluate = dense
+        return super().start(grid, initial_arrays if initial_arrays is not None
+                             else self.initial_arrays, num_rounds, timeout, train_config,
+                             evaluate_config, evaluate_fn)

@@ -432,8 +432,9 @@ class SparseServer(ValidatingStrategy):
         out: dict[str, Any] = {"density": self.density()}
         if self.dense_evaluate is not None:
             res = self.dense_evaluate(self.dense_state())
-            out["dense_accuracy"] = float(res["accuracy"])
-            out["dense_loss"] = float(res["loss"])
+            for k in ("accuracy", "loss"):  # what the evaluation gives of the two
+                if k in res:
+                    out[f"dense_{k}"] = float(res[k])
         return out
 
 

@@ -4,13 +4,12 @@ our FedPrune strategy and client helper (the README's plug-in example)."""
 from __future__ import annotations
 
 import torch
-from flwr.app import Array, ArrayRecord, Context, MetricRecord
+from flwr.app import ArrayRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 from torch.utils.data import DataLoader, TensorDataset
 
 from fedprune_flwr.clients.client_app import make_client_app
 from fedprune_flwr.clients.numpy_client import FedPruneClient
-from fedprune.masks import prunable_names
 from fedprune.training import evaluate
 from fedprune_flwr.strategies.fedprune import FedPrune
 from fedprune_flwr.strategies.results import RoundRecorder
@@ -53,13 +52,10 @@ def server_app(results_dir: str, num_rounds: int = 2) -> ServerApp:
             return MetricRecord({"accuracy": acc, "loss": loss})
 
         strategy = FedPrune(
-            recorder=RoundRecorder(results_dir, {"app": "plugin"}, num_rounds),
-            initial_state={k: v.numpy() for k, v in model.state_dict().items()},
-            prunable=prunable_names(model), num_rounds=num_rounds, sparsity=0.7,
-            readjust_interval=1, fraction_train=1.0, min_train_clients=3,
-            dense_evaluate=lambda st: evaluate_fn(0, ArrayRecord({k: Array(v) for k, v in st.items()})),
+            model=model, num_rounds=num_rounds, sparsity=0.7, readjust_interval=1,
+            fraction_train=1.0, min_train_clients=3,
+            recorder=RoundRecorder(results_dir, {"app": "plugin"}, num_rounds),  # optional
         )
-        strategy.start(grid=grid, initial_arrays=strategy.initial_arrays, num_rounds=num_rounds,
-                       evaluate_fn=evaluate_fn)
+        strategy.start(grid=grid, num_rounds=num_rounds, evaluate_fn=evaluate_fn)
 
     return app

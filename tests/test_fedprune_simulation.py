@@ -69,3 +69,5 @@ def test_plugin_app_uses_strategy_and_client_helper(tmp_path):
     assert [r["round"] for r in rounds] == [0, 1, 2] and rounds[2]["clients"] == 3
     assert rounds[2]["accuracy"] > rounds[0]["accuracy"]
     assert rounds[2]["density"] == pytest.approx(0.3, abs=0.02)
+    # the restored dense model was scored by the same evaluate_fn
+    assert all(r.get("dense_accuracy") is not None for r in rounds[1:])

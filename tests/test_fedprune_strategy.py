@@ -437,3 +437,16 @@ def test_round_average_zero_outputs_the_last_rounds_model():
     assert s.round_average is None
     for k, v in s.sparse_state().items():
         assert np.array_equal(out[k].numpy(), v)
+
+
+def test_fedprune_takes_its_weights_and_prunable_tensors_from_a_model():
+    m = _model()
+    s = FedPrune(model=m, num_rounds=4, sparsity=0.8)
+    assert s.prunable == prunable_names(m)
+    for k, v in m.state_dict().items():
+        assert np.array_equal(s.W[k], v.numpy())
+    assert s.recorder.path is None and s.recorder.rounds == {}  # an in-memory recorder
+    with pytest.raises(TypeError, match="not both"):
+        FedPrune(model=m, initial_state=wire.state_to_numpy(m.state_dict()), num_rounds=4)
+    with pytest.raises(TypeError, match="needs model="):
+        FedPrune(initial_state=wire.state_to_numpy(m.state_dict()), num_rounds=4)
