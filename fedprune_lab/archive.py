@@ -32,13 +32,29 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "docs" / "results" / "runs"
 STUDIES = ROOT / "docs" / "results" / "studies"
 _SCALAR = (int, float, str, bool, type(None))
+_ABSENT: dict[str, Any] = {}  # a table cell of a metric the round lacks
 
 
 def compact(doc: dict[str, Any]) -> dict[str, Any]:
     """A results.json with its scalar round metrics only (no per-client or per-layer
-    detail), and its config and summary."""
+    detail), and its config and summary. The rounds are a table: the metric names once
+    (``columns``), then one row of values per round, ``{}`` where a round lacks the
+    metric (never a metric's value: those are scalars)."""
     rounds = [{k: v for k, v in r.items() if isinstance(v, _SCALAR)} for r in doc["rounds"]]
-    return {"config": doc["config"], "summary": doc["summary"], "rounds": rounds}
+    columns: list[str] = []
+    for r in rounds:
+        columns += [k for k in r if k not in columns]
+    rows = [[r.get(k, _ABSENT) if k in r else _ABSENT for k in columns] for r in rounds]
+    return {"config": doc["config"], "summary": doc["summary"],
+            "rounds": {"columns": columns, "rows": rows}}
+
+
+def expand(entry: dict[str, Any]) -> dict[str, Any]:
+    """The results.json that :func:`compact` made ``entry`` from (its scalar metrics)."""
+    t = entry["rounds"]
+    rounds = [{k: v for k, v in zip(t["columns"], row, strict=True) if v != _ABSENT}
+              for row in t["rows"]]
+    return {"config": entry["config"], "rounds": rounds, "summary": entry["summary"]}
 
 
 def measured_day(path: Path) -> str:
@@ -111,7 +127,7 @@ def restore(runs: Path = RUNS, studies: Path = STUDIES) -> int:
             if res.exists():
                 continue
             folder.mkdir(parents=True, exist_ok=True)
-            doc = {k: entry[k] for k in ("config", "rounds", "summary")}
+            doc = expand(entry)
             tmp = folder / ".results.restore.tmp"
             tmp.write_text(json.dumps(doc, indent=1))
             if "num-supernodes" in entry:

@@ -108,6 +108,10 @@ def main(argv: list[str] | None = None) -> None:
         rows, seeds, per_round = [], [], []
         for path in sorted((args.study / run).glob("seed-*/results.json")):
             res = json.loads(path.read_text())
+            if not any(r.get("contributions") for r in res["rounds"]):
+                raise SystemExit(f"{path} holds no per-client weights (a run restored from "
+                                 "docs/results/studies keeps scalar metrics only): run its "
+                                 "study again for them")
             shares = class_shares(res["config"], args.clients, args.data_dir)
             rows.append(class_bias(res["rounds"], shares, args.window))
             per_round.append(round_class_stats(res["rounds"], shares))

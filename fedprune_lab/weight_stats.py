@@ -33,7 +33,9 @@ def seed_stats(rounds: list[dict]) -> tuple[float, ...]:
     """The :data:`COLUMNS` of one seed's rounds (those that aggregated client weights)."""
     rs = [r for r in rounds if r.get("contributions")]
     if len(rs) < 2:
-        raise ValueError("fewer than two rounds with client weights")
+        raise ValueError("fewer than two rounds with client weights (a run restored from "
+                         "docs/results/studies keeps no per-client weights: run its study "
+                         "again for them)")
     acc = np.array([r["accuracy"] for r in rs], float)
     w = [np.array([c["weight"] for c in r["contributions"].values()], float) for r in rs]
     return (last_mean(rounds),
