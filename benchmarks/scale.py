@@ -41,8 +41,8 @@ MB = 1e6
 def one(n: int, k: int, rounds: int, samples: int) -> dict:
     """Child process: run the simulation, return the measurements."""
     sys.path.insert(0, str(ROOT))
-    from fedprune_lab.simulation import simulate
     from fedprune_flwr.strategies import fedprune as fp
+    from fedprune_lab.simulation import simulate
 
     seen: dict = {}
     orig = fp.FedPruneCore.aggregate_train

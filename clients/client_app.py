@@ -33,7 +33,6 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from .numpy_client import FedPruneClient
 from fedprune import codec, wire
 from fedprune.attacks import attackers, flip_labels, malform
 from fedprune.config import DEVICES, RunConfig
@@ -43,6 +42,8 @@ from fedprune.data.noise import noise_plan
 from fedprune.models import model_from_config
 from fedprune.seeds import derive_seed
 from fedprune.training import TrainConfig, resolve_device
+
+from .numpy_client import FedPruneClient
 
 ClientFn = Callable[[Context], FedPruneClient]
 # clients built by node_client, most recently used last: (run, node, configs) -> client

@@ -22,12 +22,13 @@ returned (:meth:`FedPruneClient.fit`).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
+from torch import nn
 
 from fedprune import wire
 from fedprune.flops import training_flops
@@ -36,8 +37,20 @@ from fedprune.partial import frozen_except
 from fedprune.seeds import derive_seed
 from fedprune.training import StepState, TrainConfig, TrainResult, evaluate, train
 
-if TYPE_CHECKING:
-    from .numpy_client import FedPruneClient
+
+class FedPruneClient(Protocol):
+    """What a plan uses of the client (:class:`clients.numpy_client.FedPruneClient`)."""
+
+    model: nn.Module
+    trainloader: Iterable[tuple[torch.Tensor, torch.Tensor]]
+    testloader: Iterable[tuple[torch.Tensor, torch.Tensor]] | None
+    device: torch.device
+    seed: int
+    masks: MutableMapping[str, torch.Tensor]
+    macs: Any  # per-layer MACs (fedprune.flops.layer_macs), None when not counted
+    trainable: list[str] | None
+    sq_grads: dict[str, torch.Tensor]
+    initial_state: dict[str, torch.Tensor] | None
 
 
 @dataclass
@@ -60,7 +73,7 @@ class Outcome:
     flops: float | None = None
 
 
-Plan = Callable[["FedPruneClient", Round], Outcome]
+Plan = Callable[[FedPruneClient, Round], Outcome]
 
 
 def masked(client: FedPruneClient, r: Round) -> Outcome:

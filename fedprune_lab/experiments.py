@@ -28,9 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
 import tomli_w
+import tomllib
 import yaml
 
 from fedprune.config import ConfigError, RunConfig

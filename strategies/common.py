@@ -29,6 +29,7 @@ from flwr.serverapp.strategy import Result
 
 from fedprune import wire
 from fedprune.checkpoint import CheckpointError, join, save_checkpoint, split
+
 from .replies import Reply, check_replies, most_common, received_bytes
 from .results import RoundRecorder
 

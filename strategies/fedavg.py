@@ -30,6 +30,7 @@ from flwr.serverapp.strategy import Strategy
 
 from fedprune import codec, wire
 from fedprune.aggregation import weighted_average
+
 from .common import ClientDirectory, RecordingMixin, evaluation_metrics
 from .replies import Reply
 from .results import RoundRecorder

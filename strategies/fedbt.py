@@ -38,6 +38,7 @@ from flwr.serverapp import Grid
 
 from fedprune import codec, wire
 from fedprune.partial import PartialSchedule, trained_fraction
+
 from .common import RecordingMixin
 from .fedavg import DenseFedAvgCore
 from .fedprune import FedPruneCore

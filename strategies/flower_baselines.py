@@ -34,6 +34,7 @@ from flwr.serverapp.strategy import FedProx as _FlowerFedProx
 from flwr.serverapp.strategy import Krum as _FlowerKrum
 
 from fedprune import wire
+
 from .common import ClientDirectory, RecordingMixin
 from .replies import Reply
 from .results import RoundRecorder

@@ -46,6 +46,7 @@ from fedprune.aggregation import masked_average
 from fedprune.bandit import UCB1
 from fedprune.checkpoint import join, split
 from fedprune.masks import ceil_count, density_of, layer_budgets, magnitude_masks
+
 from .common import RecordingMixin
 from .parts import DataSizeWeighting, StaticMask
 from .replies import Reply

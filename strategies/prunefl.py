@@ -43,6 +43,7 @@ from flwr.serverapp import Grid
 from fedprune import codec, wire
 from fedprune.aggregation import restore_residuals
 from fedprune.masks import magnitude_masks, topk_mask
+
 from .common import RecordingMixin
 from .parts import DataSizeWeighting, StaticMask
 from .replies import Reply

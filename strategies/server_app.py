@@ -33,6 +33,7 @@ from fedprune.models import model_from_config
 from fedprune.partial import PartialSchedule, layer_groups
 from fedprune.seeds import derive_seed
 from fedprune.training import TrainConfig, evaluate, resolve_device, train
+
 from .fedavg import FedAvg, ValidatingStrategy
 from .fedbt import FedBT, FedBTPrune
 from .feddst import FedDST, StaticSparse

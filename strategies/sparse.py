@@ -46,6 +46,7 @@ from fedprune import codec, wire
 from fedprune.aggregation import masked_average, restore_residuals
 from fedprune.checkpoint import CheckpointError, join, split
 from fedprune.masks import DISTRIBUTIONS, ceil_count, density_of, layer_budgets, magnitude_masks
+
 from .fedavg import ValidatingStrategy
 from .parts import Flat, MaskPolicy, NormClip, RoundAverage, Update, Weighting
 from .replies import Reply

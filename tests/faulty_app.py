@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 from flwr.app import Context
 
+from fedprune import wire
 from fedprune_flwr.clients.client_app import client_from_context
 from fedprune_flwr.clients.numpy_client import FedPruneClient
-from fedprune import wire
 
 RAISES, WRONG_SHAPES, SLOW = 0, 1, 2
 SLOW_S = 20.0

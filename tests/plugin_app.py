@@ -8,9 +8,9 @@ from flwr.app import ArrayRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 from torch.utils.data import DataLoader, TensorDataset
 
+from fedprune.training import evaluate
 from fedprune_flwr.clients.client_app import make_client_app
 from fedprune_flwr.clients.numpy_client import FedPruneClient
-from fedprune.training import evaluate
 from fedprune_flwr.strategies.fedprune import FedPrune
 from fedprune_flwr.strategies.results import RoundRecorder
 

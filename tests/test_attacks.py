@@ -8,12 +8,12 @@ import torch
 from flwr.app import ArrayRecord, Context, RecordDict
 from torch.utils.data import DataLoader, TensorDataset
 
-from fedprune_flwr.clients.client_app import client_from_context
-from fedprune_flwr.clients.numpy_client import FedPruneClient
 from fedprune import codec, wire
 from fedprune.attacks import attack_update, attackers, flip_labels
 from fedprune.data.noise import noise_plan
 from fedprune.masks import prunable_names
+from fedprune_flwr.clients.client_app import client_from_context
+from fedprune_flwr.clients.numpy_client import FedPruneClient
 from fedprune_flwr.strategies.fedavg import FedAvg
 from fedprune_flwr.strategies.fedprune import FedPrune
 from fedprune_flwr.strategies.results import RoundRecorder

@@ -10,12 +10,12 @@ from fedprune.config import RunConfig
 from fedprune.masks import prunable_names
 from fedprune.models import model_from_config, num_parameters
 from fedprune.training import TrainConfig, train
-from fedprune_lab.experiments import load_experiment
 from fedprune_flwr.strategies.fedprune import FedPruneCore
 from fedprune_flwr.strategies.flower_baselines import FlowerFedAvgM, FlowerFedProx
 from fedprune_flwr.strategies.parts import DataSizeWeighting, DynamicMask
 from fedprune_flwr.strategies.results import RoundRecorder
 from fedprune_flwr.strategies.server_app import STRATEGIES, build_strategy
+from fedprune_lab.experiments import load_experiment
 
 from conftest import ROOT
 from flower_helpers import FakeGrid, config, reply

@@ -7,14 +7,14 @@ import pytest
 import torch
 from flwr.app import Array, ArrayRecord, MessageType
 
-from fedprune_flwr.clients.client_app import load_payload, reply_record
-from fedprune_flwr.clients.numpy_client import FedPruneClient
 from fedprune import wire
 from fedprune.config import RunConfig
 from fedprune.data import load_dataset
 from fedprune.data.loader import client_data
 from fedprune.data.noise import noise_plan
 from fedprune.masks import prunable_names
+from fedprune_flwr.clients.client_app import load_payload, reply_record
+from fedprune_flwr.clients.numpy_client import FedPruneClient
 from fedprune_flwr.strategies.fedavg import FedAvg
 from fedprune_flwr.strategies.fedprune import FedPrune
 from fedprune_flwr.strategies.flower_baselines import FlowerFedMedian

@@ -11,6 +11,23 @@ def test_pyproject_schema_equals_dataclass_defaults():
     assert table == RunConfig.defaults()
 
 
+def test_the_strategies_defaults_are_the_run_configs():
+    """RunConfig is where a default lives: a FedPrune-family strategy built in code (the
+    plug-in API) gets the same default as a run-config that leaves the key out."""
+    import inspect
+
+    from fedprune_flwr.strategies.fedbt import FedBTPruneCore
+    from fedprune_flwr.strategies.fedprune import FedPruneCore
+
+    defaults = RunConfig()
+    for cls in (FedPruneCore, FedBTPruneCore):
+        shared = [(n, p.default) for n, p in inspect.signature(cls.__init__).parameters.items()
+                  if hasattr(defaults, n) and p.default is not inspect.Parameter.empty]
+        assert len(shared) >= 20 or cls is FedBTPruneCore
+        for name, value in shared:
+            assert value == getattr(defaults, name), (cls.__name__, name, value)
+
+
 def test_required_key_names_exist():
     keys = set(RunConfig.keys())
     for k in ("num-server-rounds", "fraction-train", "local-epochs", "lr", "batch-size", "dataset",
@@ -75,8 +92,8 @@ def test_an_impossible_partition_is_refused_before_any_client_starts():
 
 def test_unknown_names_fail_at_once_with_a_did_you_mean(tmp_path):
     from fedprune.config import STRATEGY_NAMES
-    from fedprune_lab.run import main as fedprune_run
     from fedprune_flwr.strategies.server_app import STRATEGIES
+    from fedprune_lab.run import main as fedprune_run
 
     assert sorted(STRATEGY_NAMES) == sorted(STRATEGIES)
     for key, typo, meant in (("strategy", "fedprun", "fedprune"), ("dataset", "mnsit", "mnist"),

@@ -5,8 +5,6 @@ import pytest
 import torch
 from flwr.app import Array, ArrayRecord
 
-from fedprune_flwr.clients.client_app import reply_record
-from fedprune_flwr.clients.numpy_client import FedPruneClient
 from fedprune import codec, wire
 from fedprune.config import ConfigError, RunConfig
 from fedprune.data import load_dataset
@@ -21,6 +19,8 @@ from fedprune.partial import (
     progressive_index,
 )
 from fedprune.training import TrainConfig, train
+from fedprune_flwr.clients.client_app import reply_record
+from fedprune_flwr.clients.numpy_client import FedPruneClient
 from fedprune_flwr.strategies.fedbt import FedBT, FedBTPrune
 from fedprune_flwr.strategies.results import RoundRecorder
 

@@ -5,6 +5,7 @@
 import ast
 import subprocess
 import sys
+
 import tomllib
 
 from conftest import ROOT

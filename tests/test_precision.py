@@ -6,12 +6,12 @@ import pytest
 import torch
 from flwr.app import Array, ArrayRecord, Context, RecordDict
 
-from fedprune_flwr.clients.client_app import node_device, reply_record
-from fedprune_flwr.clients.numpy_client import FedPruneClient
 from fedprune import codec, wire
 from fedprune.config import ConfigError, RunConfig
 from fedprune.masks import prunable_names
 from fedprune.training import TrainConfig, train
+from fedprune_flwr.clients.client_app import node_device, reply_record
+from fedprune_flwr.clients.numpy_client import FedPruneClient
 from fedprune_flwr.strategies.fedavg import FedAvg
 from fedprune_flwr.strategies.fedprune import FedPrune
 from fedprune_flwr.strategies.results import RoundRecorder

@@ -14,8 +14,8 @@ MODEL_BYTES = 261_840 * 4
 
 @pytest.fixture(scope="module")
 def fedavg_run(tmp_path_factory):
-    over = {**BASE, "strategy": "fedavg", "noise-type": "symmetric", "noise-fraction": 0.5, "noise-rate-min": 0.4,
-            "noise-rate-max": 0.4}
+    over = {**BASE, "strategy": "fedavg", "noise-type": "symmetric", "noise-fraction": 0.5,
+            "noise-rate-min": 0.4, "noise-rate-max": 0.4}
     return over, simulate(4, over, tmp_path_factory.mktemp("fedavg"))
 
 
