@@ -199,28 +199,45 @@ class FedPruneCore(SparseServer):
         return lo + (1.0 - lo) * scores[client] / max(scores.values())
 
 
+def shape_rule(state: Mapping[str, np.ndarray]) -> list[str]:
+    """The prunable tensors of a model known only by its arrays: the floating-point
+    ones with at least 2 dimensions (weight matrices, convolution kernels, embeddings;
+    biases and normalisation parameters are 1-D)."""
+    return [k for k, v in state.items()
+            if np.issubdtype(np.asarray(v).dtype, np.floating) and np.ndim(v) >= 2]
+
+
 class FedPrune(RecordingMixin, FedPruneCore):
     """FedPrune with per-round accounting in a :class:`RoundRecorder`.
 
-    For use in another Flower app: ``FedPrune(model=model, num_rounds=T, ...)`` takes the
-    initial weights and the prunable tensors (:func:`fedprune.masks.prunable_names`)
-    from the model; ``recorder`` is optional (rounds kept in memory, ``strategy.recorder``);
-    and ``start(evaluate_fn=...)`` evaluates the restored dense model with the same
-    function unless ``dense_evaluate`` is given. The other arguments are
-    :class:`FedPruneCore`'s.
+    For use in another Flower app, as Flower's own strategies are used:
+    ``FedPrune(sparsity=0.8, fraction_train=0.5)`` then
+    ``strategy.start(grid=grid, initial_arrays=ArrayRecord(model.state_dict()),
+    num_rounds=T, evaluate_fn=...)``: the model, the number of rounds and the prunable
+    tensors come from ``start`` (prunable: the float tensors of at least 2 dimensions,
+    :func:`shape_rule`); ``FedPrune(model=model, ...)`` takes them from the model
+    instead (:func:`fedprune.masks.prunable_names`, which also knows the layer types).
+    ``recorder`` is optional (rounds kept in memory, ``strategy.recorder``), and
+    ``evaluate_fn`` also scores the restored dense model unless ``dense_evaluate`` is
+    given. The other arguments are :class:`FedPruneCore`'s.
     """
 
     def __init__(self, *, model: nn.Module | None = None, recorder: RoundRecorder | None = None,
                  **kwargs: Any) -> None:
+        self._default_recorder = recorder is None
+        self.recorder = recorder if recorder is not None else RoundRecorder(
+            None, {}, int(kwargs.get("num_rounds", 0)))
         if model is not None:
             if "initial_state" in kwargs or "prunable" in kwargs:
                 raise TypeError("give either model or initial_state and prunable, not both")
             kwargs["initial_state"] = wire.state_to_numpy(model.state_dict())
             kwargs["prunable"] = prunable_names(model)
-        elif "initial_state" not in kwargs or "prunable" not in kwargs:
-            raise TypeError("FedPrune needs model=, or initial_state= and prunable=")
-        self.recorder = recorder if recorder is not None else RoundRecorder(
-            None, {}, int(kwargs.get("num_rounds", 0)))
+        elif "initial_state" in kwargs and "prunable" not in kwargs:
+            kwargs["prunable"] = shape_rule(kwargs["initial_state"])
+        self._deferred: dict[str, Any] | None = None
+        if "initial_state" not in kwargs or "num_rounds" not in kwargs:
+            self._deferred = kwargs  # built in start(), from its initial_arrays / num_rounds
+            return
         super().__init__(**kwargs)
 
     def start(self, grid: Grid, initial_arrays: ArrayRecord | None = None, num_rounds: int = 3,
@@ -229,7 +246,21 @@ class FedPrune(RecordingMixin, FedPruneCore):
               evaluate_fn: EvaluateFn | None = None) -> Result:
         """Flower's ``start``; ``initial_arrays`` defaults to the sparse initial model, and
         ``evaluate_fn`` also scores the restored dense model when no ``dense_evaluate``
-        was given."""
+        was given. A strategy made without a model is built here from
+        ``initial_arrays`` and ``num_rounds``."""
+        if self._deferred is not None:
+            if initial_arrays is None and "initial_state" not in self._deferred:
+                raise TypeError("FedPrune made without a model needs start(initial_arrays=...)")
+            kwargs, self._deferred = self._deferred, None
+            state = kwargs.pop("initial_state", None)
+            if state is None:
+                state = {k: np.asarray(v.numpy()) for k, v in initial_arrays.items()}
+            kwargs.setdefault("prunable", shape_rule(state))
+            kwargs.setdefault("num_rounds", num_rounds)
+            if self._default_recorder:
+                self.recorder = RoundRecorder(None, {}, int(kwargs["num_rounds"]))
+            FedPruneCore.__init__(self, initial_state=state, **kwargs)
+            initial_arrays = None  # the sparse initial model, below
         if self.dense_evaluate is None and evaluate_fn is not None:
             fn = evaluate_fn
 

@@ -52,10 +52,10 @@ def server_app(results_dir: str, num_rounds: int = 2) -> ServerApp:
             return MetricRecord({"accuracy": acc, "loss": loss})
 
         strategy = FedPrune(
-            model=model, num_rounds=num_rounds, sparsity=0.7, readjust_interval=1,
-            fraction_train=1.0, min_train_clients=3,
+            sparsity=0.7, readjust_interval=1, fraction_train=1.0, min_train_clients=3,
             recorder=RoundRecorder(results_dir, {"app": "plugin"}, num_rounds),  # optional
         )
-        strategy.start(grid=grid, num_rounds=num_rounds, evaluate_fn=evaluate_fn)
+        strategy.start(grid=grid, initial_arrays=ArrayRecord(model.state_dict()),
+                       num_rounds=num_rounds, evaluate_fn=evaluate_fn)
 
     return app

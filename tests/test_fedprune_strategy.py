@@ -5,7 +5,7 @@ from flwr.app import ArrayRecord
 
 from fedprune import codec, wire
 from fedprune.masks import prunable_names
-from fedprune_flwr.strategies.fedprune import FedPrune
+from fedprune_flwr.strategies.fedprune import FedPrune, shape_rule
 from fedprune_flwr.strategies.results import RoundRecorder
 
 from flower_helpers import FakeGrid, config, reply
@@ -448,5 +448,47 @@ def test_fedprune_takes_its_weights_and_prunable_tensors_from_a_model():
     assert s.recorder.path is None and s.recorder.rounds == {}  # an in-memory recorder
     with pytest.raises(TypeError, match="not both"):
         FedPrune(model=m, initial_state=wire.state_to_numpy(m.state_dict()), num_rounds=4)
-    with pytest.raises(TypeError, match="needs model="):
-        FedPrune(initial_state=wire.state_to_numpy(m.state_dict()), num_rounds=4)
+    state = wire.state_to_numpy(m.state_dict())
+    assert FedPrune(initial_state=state, num_rounds=4).prunable == shape_rule(state) \
+        == prunable_names(m)  # the shape rule, where the model has only weight layers
+
+
+def test_fedprune_made_like_flowers_strategies_is_built_by_start(tmp_path):
+    """FedPrune(sparsity=...) then the standard start(initial_arrays=..., num_rounds=...,
+    evaluate_fn=...): model, rounds and prunable tensors come from start; the dense model
+    is scored by evaluate_fn."""
+    from flwr.app import MetricRecord
+    from flwr.serverapp import ServerApp
+
+    from fedprune.training import evaluate
+
+    import plugin_app
+    from local_grid import run_local
+
+    made = {}
+    app = ServerApp()
+
+    @app.main()
+    def main(grid, context):
+        model = plugin_app.make_model()
+        test = torch.utils.data.DataLoader(plugin_app.make_data(999, 256), batch_size=256)
+
+        def evaluate_fn(rnd, arrays):
+            model.load_state_dict(arrays.to_torch_state_dict())
+            loss, acc, _ = evaluate(model, test)
+            return MetricRecord({"accuracy": acc, "loss": loss})
+
+        made["s"] = s = FedPrune(sparsity=0.7, readjust_interval=1, fraction_train=1.0,
+                                 min_train_clients=3)
+        with pytest.raises(TypeError, match="initial_arrays"):
+            s.start(grid=grid, num_rounds=2)
+        s.start(grid=grid, initial_arrays=ArrayRecord(model.state_dict()), num_rounds=2,
+                evaluate_fn=evaluate_fn)
+
+    run_local(app, plugin_app.client_app, 3)
+    s = made["s"]
+    assert s.prunable == ["0.weight", "2.weight"] and s.recorder.num_rounds == 2
+    rounds = s.recorder.rounds
+    assert sorted(rounds) == [0, 1, 2] and rounds[2]["clients"] == 3
+    assert rounds[2]["density"] == pytest.approx(0.3, abs=0.02)
+    assert rounds[2]["dense_accuracy"] is not None and rounds[2]["accuracy"] > rounds[0]["accuracy"]
