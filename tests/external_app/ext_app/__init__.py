@@ -1,0 +1,1 @@
+"""An external Flower app that uses fedprune's public API only."""
