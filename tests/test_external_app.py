@@ -11,8 +11,9 @@ import sys
 
 import pytest
 
-from conftest import ROOT
 from fedprune_lab.run import flwr_cli, local_superlink_pids
+
+from conftest import ROOT
 
 APP = ROOT / "tests" / "external_app"
 
