@@ -57,10 +57,33 @@ def expand(entry: dict[str, Any]) -> dict[str, Any]:
     return {"config": entry["config"], "rounds": rounds, "summary": entry["summary"]}
 
 
+_ARCHIVES: dict[Path, dict[str, Any]] = {}  # studies/<study>.json, read once
+
+
+def _archived(path: Path) -> dict[str, Any] | None:
+    """The archive's entry for ``path`` (a runs-folder results.json), if it holds the
+    same run."""
+    runs = path.resolve().parents[2]
+    if runs.parent.resolve() != RUNS.resolve():
+        return None
+    f = STUDIES / f"{runs.name}.json"
+    if f not in _ARCHIVES:
+        _ARCHIVES[f] = _read(f)
+    entry = _ARCHIVES[f].get(f"{path.parents[1].name}/{path.parent.name}")
+    if entry is None:
+        return None
+    try:
+        same = compact(json.loads(path.read_text())) == {
+            k: entry[k] for k in ("config", "summary", "rounds")}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return entry if same else None
+
+
 def measured_day(path: Path) -> str:
     """The day a run was measured: the commit of its results.json where git holds it
-    unchanged, else the file's modification day (which :func:`restore` sets to the
-    archived day)."""
+    unchanged, else the archived day of the same run, else the file's modification day
+    (which :func:`restore` sets to the archived day)."""
     def git(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
 
@@ -69,6 +92,9 @@ def measured_day(path: Path) -> str:
         day = git("log", "-1", "--format=%cs", "--", str(path)).stdout.strip()
         if day:
             return day
+    entry = _archived(path)
+    if entry is not None:
+        return str(entry["measured"])
     return date.fromtimestamp(path.stat().st_mtime).isoformat()
 
 
