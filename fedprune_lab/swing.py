@@ -13,12 +13,12 @@ model's last-5 accuracy. Reads scalar round metrics only, so archived runs
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
 from fedprune_lab.archive import restore_default
+from fedprune_lab.weight_stats import run_rows
 
 COLUMNS = ("last-5 acc", "mean |change|, last 15 rounds", "largest drop, last 15",
            "dense last-5")
@@ -45,10 +45,7 @@ def main(argv: list[str] | None = None) -> None:
         folders = [Path(f) for f in spec.split(",")]
         for f in folders:
             restore_default(f)
-        paths = [q for f in folders for q in sorted(f.glob("seed-*/results.json"))]
-        if not paths:
-            raise SystemExit(f"no results.json under {spec}")
-        rows = np.array([seed_row(json.loads(q.read_text())["rounds"]) for q in paths])
+        rows = np.array(run_rows(folders, seed_row))
         cells = [f"{m:.4f} +- {s:.4f}" for m, s in zip(rows.mean(0), rows.std(0), strict=True)]
         print(f"| {spec} | {len(rows)} | " + " | ".join(cells) + " |")
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -47,12 +48,14 @@ def seed_stats(rounds: list[dict]) -> tuple[float, ...]:
             float(acc[-10:].min()))
 
 
-def run_rows(folders: list[Path]) -> list[tuple[float, ...]]:
-    """One :func:`seed_stats` row per results.json under ``folders``' seed-* folders."""
+def run_rows(folders: list[Path], stats: Callable[[list[dict]], tuple[float, ...]] = seed_stats
+             ) -> list[tuple[float, ...]]:
+    """One ``stats`` row (default :func:`seed_stats`) per results.json under ``folders``'
+    seed-* folders."""
     paths = [p for f in folders for p in sorted(f.glob("seed-*/results.json"))]
     if not paths:
         raise SystemExit(f"no results.json under {', '.join(map(str, folders))}")
-    return [seed_stats(json.loads(p.read_text())["rounds"]) for p in paths]
+    return [stats(json.loads(p.read_text())["rounds"]) for p in paths]
 
 
 def main(argv: list[str] | None = None) -> None:
