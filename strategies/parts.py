@@ -31,6 +31,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from fedprune.aggregation import select_global_mask
+from fedprune.checkpoint import CheckpointError, join, split
 from fedprune.contribution import ContributionState, data_size_weights, tradeoff
 from fedprune.dst import GROWTH, readjust_fraction
 
@@ -164,8 +165,6 @@ class CGSVWeighting:
             "contributions": self.state_.to_dict()}
 
     def load_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any], size: int) -> None:
-        from fedprune.checkpoint import CheckpointError
-
         c = meta["contributions"]
         self.state_.scores = {int(k): float(v) for k, v in c["scores"].items()}
         self.state_.last_weight = {int(k): float(v) for k, v in c["last_weight"].items()}
@@ -324,13 +323,11 @@ class RoundAverage:
         return W if self.average is None else self.average
 
     def state(self) -> dict[str, np.ndarray]:
-        return {} if self.average is None else {f"A/{k}": v for k, v in self.average.items()}
+        return {} if self.average is None else join("A", self.average)
 
     def load_state(self, arrays: Mapping[str, np.ndarray],
                    W: Mapping[str, np.ndarray]) -> None:
-        from fedprune.checkpoint import CheckpointError
-
-        got = {k[2:]: v for k, v in arrays.items() if k.startswith("A/")}
+        got = split(arrays, "A")
         if not got:
             self.average = None
             return

@@ -139,23 +139,27 @@ class SparseServer(ValidatingStrategy):
     # -- views of the state --------------------------------------------------
     def sparse_state(self) -> dict[str, np.ndarray]:
         """W on M (zeros elsewhere): the model clients receive."""
+        return self._on_mask(self.W)
+
+    def _on_mask(self, state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {k: (np.where(self.M[k], v, 0).astype(v.dtype) if k in self.M else v)
-                for k, v in self.W.items()}
+                for k, v in state.items()}
+
+    def _output_W(self) -> Mapping[str, np.ndarray]:
+        """W, or with a :class:`~strategies.parts.RoundAverage` its average over rounds."""
+        return self.W if self.round_average is None else self.round_average.of(self.W)
 
     def output_state(self) -> dict[str, np.ndarray]:
-        """The sparse model the method outputs (evaluated, returned, saved): W on M, or,
-        with a :class:`~strategies.parts.RoundAverage`, W's average over rounds on M."""
-        A = self.W if self.round_average is None else self.round_average.of(self.W)
-        return {k: (np.where(self.M[k], v, 0).astype(v.dtype) if k in self.M else v)
-                for k, v in A.items()}
+        """The sparse model the method outputs (evaluated, returned, saved): the output
+        W (:meth:`_output_W`) on M."""
+        return self._on_mask(self._output_W())
 
     def dense_state(self) -> dict[str, np.ndarray]:
         """The restored dense model: W (or its round average), except at prunable
         positions off the mask that still hold their initial value (never trained by
         anyone), which are 0."""
-        A = self.W if self.round_average is None else self.round_average.of(self.W)
         out = {}
-        for k, v in A.items():
+        for k, v in self._output_W().items():
             if k in self.M:
                 keep = self.M[k] | (self.W[k] != self._initial[k])
                 v = np.where(keep, v, 0).astype(v.dtype)
@@ -313,10 +317,11 @@ class SparseServer(ValidatingStrategy):
                                     residual_start=self.grown_start == "residual")
         # 5-6. the next mask; W keeps or zeroes what it prunes
         new_mask = self.mask_policy.next_mask(agg, union, self.M, self.budgets)
-        changes = {k: int((new_mask[k] & ~self.M[k]).sum()) for k in self.M}
+        entered = {k: new_mask[k] & ~self.M[k] for k in self.M}
+        changes = {k: int(e.sum()) for k, e in entered.items()}
         self.W = restore_residuals(agg, new_mask, self.residuals)
         if self.round_average is not None:
-            self.round_average.update(self.W, {k: new_mask[k] & ~self.M[k] for k in self.M})
+            self.round_average.update(self.W, entered)
         self.M = new_mask
         scores = self.weighting.scores()
         noisy = [r.client for r in ok if wire.is_noisy(r.metrics)]
