@@ -6,7 +6,9 @@
   (:func:`strategies.replies.check_replies`) before the strategy's
   ``aggregate_replies`` sees it, and each round's bytes, replies and
   centralized metrics land in a :class:`~strategies.results.RoundRecorder`.
-  It wraps ``start`` rather than copying it.
+  It wraps ``start`` rather than copying it; a
+  :class:`~strategies.checkpoints.Checkpointer`, when the ServerApp arms one,
+  writes the server state from there.
 * :class:`ClientDirectory` learns each node's stable client id (its
   ``partition-id``) with one ``query`` message per new node, so sampling can
   be seeded: Flower's node ids are random per run, the client ids are not.
@@ -18,18 +20,17 @@ import copy
 import time
 from collections.abc import Callable, Iterable
 from logging import ERROR, INFO, WARNING
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result
 
 from fedprune import wire
-from fedprune.checkpoint import CheckpointError, join, save_checkpoint, split
 
+from .checkpoints import Checkpointer
 from .replies import Reply, check_replies, most_common, received_bytes
 from .results import RoundRecorder
 
@@ -61,12 +62,11 @@ class RecordingMixin:
     """
 
     recorder: RoundRecorder
-    # Checkpointing (see ``checkpoint_state``): rounds already done before this
-    # process started, where to write, and every how many rounds.
+    # rounds already done before this process started (a resumed checkpoint)
     round_offset: int = 0
-    checkpoint_path: Path | None = None
-    checkpoint_every: int = 0
-    _latest: ArrayRecord | None = None
+    # writes the server state every few rounds (strategies.checkpoints; set by the ServerApp)
+    checkpointer: Checkpointer | None = None
+    latest: ArrayRecord | None = None  # the newest global arrays
     _total_rounds: int = 0
     # (min-replies, retries, seed): retry rounds with too few replies (see RetryingGrid)
     retry_policy: tuple[int, int, int] | None = None
@@ -82,7 +82,7 @@ class RecordingMixin:
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         server_round += self.round_offset
-        self._latest = arrays
+        self.latest = arrays
         self.recorder.start_round(server_round)
         messages = list(super().configure_train(server_round, arrays, config, grid))  # type: ignore[misc]
         directory = getattr(self, "directory", None)
@@ -144,7 +144,7 @@ class RecordingMixin:
         out = self._aggregate_isolated(server_round, ok)
         self.recorder.add(server_round, aggregate_s=round(time.perf_counter() - t0, 4))
         if out[0] is not None:
-            self._latest = out[0]
+            self.latest = out[0]
         return out
 
     def num_examples_cap(self) -> int:
@@ -258,9 +258,9 @@ class RecordingMixin:
         evaluate_fn: EvaluateFn | None = None,
     ) -> Result:
         """Flower's ``start``, with every round closed in the recorder after evaluation
-        (and checkpointed every ``checkpoint_every`` rounds and at the end).
+        (and checkpointed when a ``checkpointer`` says the round is due).
 
-        After :meth:`restore_checkpoint`, ``num_rounds`` is the number of rounds
+        After :func:`strategies.checkpoints.restore`, ``num_rounds`` is the number of rounds
         still to run; every hook sees the run's true round numbers.
         """
         self._total_rounds = self.round_offset + num_rounds
@@ -277,10 +277,8 @@ class RecordingMixin:
             if extra is not None:
                 metrics.update(extra(rnd))
             self.recorder.end_round(rnd, metrics)
-            if self.checkpoint_path is not None and rnd > 0 and (
-                rnd % self.checkpoint_every == 0 or rnd == self._total_rounds
-            ):
-                self.save_checkpoint(rnd)
+            if self.checkpointer is not None and self.checkpointer.due(rnd, self._total_rounds):
+                self.checkpointer.save(self, rnd)
             return res
 
         if self.retry_policy is not None:
@@ -292,35 +290,6 @@ class RecordingMixin:
         )
         self.recorder.flush()
         return result
-
-    # -- checkpoints -------------------------------------------------------------
-    def save_checkpoint(self, rnd: int) -> None:
-        """Write the whole server state after round ``rnd`` (atomically)."""
-        assert self.checkpoint_path is not None and self._latest is not None
-        arrays = join("model", {k: v.numpy() for k, v in self._latest.items()})
-        meta: dict[str, Any] = {"round": rnd, "recorder": self.recorder.state(),
-                                "strategy": type(self).__name__, "config": self.recorder.config}
-        extra = getattr(self, "extra_state", None)
-        if extra is not None:
-            more_arrays, more_meta = extra()
-            arrays.update(join("state", more_arrays))
-            meta["state"] = more_meta
-        save_checkpoint(self.checkpoint_path, arrays, meta)
-        log(INFO, "[fedprune] checkpoint after round %d: %s", rnd, self.checkpoint_path)
-
-    def restore_checkpoint(
-        self, arrays: dict[str, np.ndarray], meta: dict[str, Any]
-    ) -> ArrayRecord:
-        """Load a checkpoint's state; return the model arrays to start from."""
-        if meta.get("strategy") != type(self).__name__:
-            raise CheckpointError(f"checkpoint of strategy {meta.get('strategy')!r}, this run is "
-                                  f"{type(self).__name__!r}")
-        load = getattr(self, "load_extra_state", None)
-        if load is not None:
-            load(split(arrays, "state"), meta.get("state", {}))
-        self.recorder.restore(meta["recorder"])
-        self.round_offset = int(meta["round"])
-        return ArrayRecord({k: Array(v) for k, v in split(arrays, "model").items()})
 
 
 def usable_evaluations(

@@ -22,8 +22,7 @@ from flwr.serverapp.strategy import Strategy
 from torch import nn
 
 from fedprune import wire
-from fedprune.checkpoint import CheckpointError, load_checkpoint
-from fedprune.config import NOT_COMPUTED, ConfigError, RunConfig
+from fedprune.config import ConfigError, RunConfig
 from fedprune.data import load_dataset
 from fedprune.data.datasets import ImageData
 from fedprune.data.loader import TensorLoader, largest_train_size, seeded_subset, test_loader
@@ -34,6 +33,7 @@ from fedprune.partial import PartialSchedule, layer_groups
 from fedprune.seeds import derive_seed
 from fedprune.training import TrainConfig, evaluate, resolve_device, train
 
+from .checkpoints import setup_checkpoints
 from .fedavg import FedAvg, ValidatingStrategy
 from .fedbt import FedBT, FedBTPrune
 from .feddst import FedDST, StaticSparse
@@ -273,51 +273,7 @@ def save_final_models(
     log(INFO, "[fedprune] final model: %s", ", ".join(str(out / n) for n in states))
 
 
-CHECKPOINT_FILE = "checkpoint.npz"
 RESULTS_FILE = "results.json"
-
-
-def setup_checkpoints(cfg: RunConfig, strategy: Strategy, initial: ArrayRecord) -> ArrayRecord:
-    """Arm checkpointing (``checkpoint-every`` > 0) and, with ``resume``, load the last one.
-
-    Raises
-    ------
-    CheckpointError
-        ``resume`` without a usable checkpoint, a checkpoint of a different run
-        (its config differs), or an existing checkpoint when not resuming (it
-        is never overwritten silently).
-    """
-    if cfg.checkpoint_every <= 0:
-        if cfg.resume:
-            raise ConfigError("resume=true needs checkpoint-every > 0 and a results-dir")
-        return initial
-    if not cfg.results_dir:
-        raise ConfigError("checkpoint-every > 0 needs a results-dir for the checkpoint file")
-    if not hasattr(strategy, "save_checkpoint"):
-        raise ConfigError(f"strategy {cfg.strategy!r} does not support checkpoints")
-    path = Path(cfg.results_dir) / CHECKPOINT_FILE
-    strategy.checkpoint_path = path  # type: ignore[attr-defined]
-    strategy.checkpoint_every = cfg.checkpoint_every  # type: ignore[attr-defined]
-    if not cfg.resume:
-        if path.exists():
-            raise CheckpointError(
-                f"a checkpoint of an earlier run exists at {path}; set resume=true to continue "
-                "it, or choose another results-dir (it is not overwritten)"
-            )
-        return initial
-    arrays, meta = load_checkpoint(path)
-    # only keys that change what is computed must agree (not the folder, nor how often
-    # checkpoints are written)
-    mine = {k: v for k, v in cfg.to_dict().items() if k not in NOT_COMPUTED}
-    # keys added to fedprune after the checkpoint was written: what that run did
-    theirs = {**RunConfig.predated_defaults(), **meta.get("config", {})}
-    theirs = {k: v for k, v in theirs.items() if k not in NOT_COMPUTED}
-    differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
-    if differ:
-        raise CheckpointError(f"checkpoint {path} was written by a different run: {differ} differ")
-    restored = strategy.restore_checkpoint(arrays, meta)  # type: ignore[attr-defined]
-    log(INFO, "[fedprune] resuming after round %d from %s", meta["round"], path)
-    return restored
 
 
 def run(grid: Grid, cfg: RunConfig) -> RoundRecorder:

@@ -27,7 +27,7 @@ def test_round_trip_and_corruption(tmp_path):
 @pytest.mark.integration
 def test_killed_run_resumes_to_the_same_final_model(tmp_path, monkeypatch):
     from fedprune_flwr.strategies import fedprune as fp
-    from fedprune_flwr.strategies.server_app import CHECKPOINT_FILE
+    from fedprune_flwr.strategies.checkpoints import CHECKPOINT_FILE
 
     from local_grid import simulate_local as simulate  # the checkpoint is the server's: no Ray
 
@@ -65,8 +65,9 @@ def test_killed_run_resumes_to_the_same_final_model(tmp_path, monkeypatch):
 def test_resume_refuses_missing_mismatched_and_existing_checkpoints(tmp_path):
     from fedprune.config import ConfigError, RunConfig
     from fedprune.models import model_from_config
+    from fedprune_flwr.strategies.checkpoints import CHECKPOINT_FILE, Checkpointer, setup_checkpoints
     from fedprune_flwr.strategies.results import RoundRecorder
-    from fedprune_flwr.strategies.server_app import CHECKPOINT_FILE, build_strategy, setup_checkpoints
+    from fedprune_flwr.strategies.server_app import build_strategy
 
     def strategy_for(cfg):
         return build_strategy(cfg, RoundRecorder(str(tmp_path), cfg.to_dict(), 3),
@@ -81,9 +82,8 @@ def test_resume_refuses_missing_mismatched_and_existing_checkpoints(tmp_path):
     # a checkpoint written by a run with another sparsity
     other = RunConfig.from_mapping({**base, "sparsity": 0.9})
     s = strategy_for(other)
-    s._latest = s.initial_arrays
-    s.checkpoint_path = tmp_path / CHECKPOINT_FILE
-    s.save_checkpoint(1)
+    s.latest = s.initial_arrays
+    Checkpointer(tmp_path / CHECKPOINT_FILE, every=1).save(s, 1)
     with pytest.raises(CheckpointError, match=r"different run: \['sparsity'\]"):
         setup_checkpoints(cfg, strategy_for(cfg), None)
     fresh = RunConfig.from_mapping(base)
@@ -98,8 +98,9 @@ def test_resume_refuses_missing_mismatched_and_existing_checkpoints(tmp_path):
 def test_a_checkpoint_from_before_a_new_config_key_resumes_with_its_default(tmp_path):
     from fedprune.config import RunConfig
     from fedprune.models import model_from_config
+    from fedprune_flwr.strategies.checkpoints import CHECKPOINT_FILE, Checkpointer, setup_checkpoints
     from fedprune_flwr.strategies.results import RoundRecorder
-    from fedprune_flwr.strategies.server_app import CHECKPOINT_FILE, build_strategy, setup_checkpoints
+    from fedprune_flwr.strategies.server_app import build_strategy
 
     base = {"strategy": "fedprune", "results-dir": str(tmp_path), "checkpoint-every": 1}
     old = RunConfig.from_mapping(base)
@@ -107,9 +108,8 @@ def test_a_checkpoint_from_before_a_new_config_key_resumes_with_its_default(tmp_
                if k not in ("grown-average", "cgsv-reference")}
     s = build_strategy(old, RoundRecorder(str(tmp_path), written, 3),
                        model_from_config(old, (1, 28, 28), 10))
-    s._latest = s.initial_arrays
-    s.checkpoint_path = tmp_path / CHECKPOINT_FILE
-    s.save_checkpoint(1)
+    s.latest = s.initial_arrays
+    Checkpointer(tmp_path / CHECKPOINT_FILE, every=1).save(s, 1)
     # (the run predates cgsv-reference too, so it scored against the round: below)
     cfg = RunConfig.from_mapping({**base, "resume": True, "cgsv-reference": "round"})
     fresh = build_strategy(cfg, RoundRecorder(str(tmp_path), cfg.to_dict(), 3),
@@ -138,8 +138,9 @@ def test_a_checkpoint_from_before_a_new_config_key_resumes_with_its_default(tmp_
 def test_resume_ignores_keys_that_do_not_change_what_is_computed(tmp_path):
     from fedprune.config import RunConfig
     from fedprune.models import model_from_config
+    from fedprune_flwr.strategies.checkpoints import CHECKPOINT_FILE, Checkpointer, setup_checkpoints
     from fedprune_flwr.strategies.results import RoundRecorder
-    from fedprune_flwr.strategies.server_app import CHECKPOINT_FILE, build_strategy, setup_checkpoints
+    from fedprune_flwr.strategies.server_app import build_strategy
 
     def strategy_for(cfg):
         return build_strategy(cfg, RoundRecorder(cfg.results_dir, cfg.to_dict(), 3),
@@ -148,10 +149,9 @@ def test_resume_ignores_keys_that_do_not_change_what_is_computed(tmp_path):
     written = RunConfig.from_mapping({"strategy": "fedprune", "results-dir": str(tmp_path / "a"),
                                       "checkpoint-every": 1})
     s = strategy_for(written)
-    s._latest = s.initial_arrays
+    s.latest = s.initial_arrays
     (tmp_path / "a").mkdir()
-    s.checkpoint_path = tmp_path / "a" / CHECKPOINT_FILE
-    s.save_checkpoint(1)
+    Checkpointer(tmp_path / "a" / CHECKPOINT_FILE, every=1).save(s, 1)
     (tmp_path / "a").rename(tmp_path / "moved")  # the folder moved, checkpoints less often
     moved = RunConfig.from_mapping({"strategy": "fedprune", "results-dir": str(tmp_path / "moved"),
                                     "checkpoint-every": 5, "round-timeout": 60.0, "resume": True})
