@@ -41,7 +41,7 @@ from fedprune.data.loader import TensorLoader, client_data
 from fedprune.data.noise import noise_plan
 from fedprune.models import model_from_config
 from fedprune.seeds import derive_seed
-from fedprune.training import TrainConfig, resolve_device
+from fedprune.training import resolve_device, train_config_of
 
 from .numpy_client import FedPruneClient
 
@@ -116,10 +116,7 @@ def client_from_context(
     model = model_from_config(cfg, data.input_shape, data.num_classes)
     return FedPruneClient(
         model, local.train, local.test,
-        train_config=TrainConfig(
-            epochs=cfg.local_epochs, lr=cfg.lr, momentum=cfg.momentum,
-            weight_decay=cfg.weight_decay, amp=cfg.amp,
-        ),
+        train_config=train_config_of(cfg),
         device=resolve_device(node_device(context, cfg)),
         seed=derive_seed(cfg.seed, pid),
         metrics=metrics,

@@ -17,6 +17,7 @@ ones with the largest gradient (``dst-growth`` = ``gradient``) or at random
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any
 
@@ -128,13 +129,11 @@ class FedPruneClient(NumPyClient):
         received = ({k: np.array(p, copy=True) for k, p in zip(self._keys, parameters, strict=True)}
                     if self.attack in UPDATE_ATTACKS else None)
         cfg = self.train_config
-        cfg = TrainConfig(
+        cfg = dataclasses.replace(
+            cfg,
             epochs=int(config.get(wire.LOCAL_EPOCHS, cfg.epochs)),
             lr=float(config.get(wire.LR, cfg.lr)),
-            momentum=cfg.momentum,
-            weight_decay=cfg.weight_decay,
             proximal_mu=float(config.get(wire.PROXIMAL_MU, cfg.proximal_mu)),
-            amp=cfg.amp,
         )
         rnd = int(config.get(wire.SERVER_ROUND, 0))
         hook = self.on_step

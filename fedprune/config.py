@@ -36,6 +36,26 @@ STRATEGY_NAMES = ("fedavg", "fedprune", "flower-fedavg", "fedavgm", "fedprox", "
 NOISE_TYPES = ("none", "symmetric", "pairflip")
 DEVICES = ("cpu", "cuda", "auto")
 CODEC_DTYPES = ("float32", "float16")
+OPTIMIZER_CHOICES = ("auto", "sgd", "adamw")
+# optimizer = "auto": AdamW (with warm-up) for these models, the transformers; SGD otherwise
+ADAMW_MODELS = frozenset({"vit", "bert-tiny", "gpt-char", "gpt-char-tied"})
+
+
+def resolved_optimizer(optimizer: str, model: str) -> str:
+    """The optimizer a run trains with: ``optimizer``, or for ``auto`` the model's
+    (``adamw`` for :data:`ADAMW_MODELS`, ``sgd`` otherwise)."""
+    if optimizer != "auto":
+        return optimizer
+    return "adamw" if model in ADAMW_MODELS else "sgd"
+
+
+def computed(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A run-config dict with ``optimizer = "auto"`` replaced by what it resolves to, so that
+    two configs that train alike compare equal (stored runs, checkpoints)."""
+    out = dict(config)
+    if "optimizer" in out:
+        out["optimizer"] = resolved_optimizer(str(out["optimizer"]), str(out.get("model", "")))
+    return out
 ADAPTIVE_DENSITY = ("none", "budget", "contribution")
 FEDBT_MODES = ("pretrain", "finetune")  # see fedprune.partial
 
@@ -51,7 +71,7 @@ NOT_COMPUTED = frozenset({"resume", "overwrite", "checkpoint-every", "results-di
 # Keys whose default, when they were added, differs from what the runs written
 # before them did: a stored config (results.json, checkpoint) without the key ran
 # with this value, not with today's default.
-BEFORE_KEY: dict[str, Any] = {"cgsv-reference": "round", "round-average": 0.0}
+BEFORE_KEY: dict[str, Any] = {"cgsv-reference": "round", "round-average": 0.0, "optimizer": "sgd"}
 
 
 @dataclass(frozen=True)
@@ -67,6 +87,7 @@ class RunConfig:
     lr: float = 0.02
     momentum: float = 0.9
     weight_decay: float = 0.0
+    optimizer: str = "auto"
     batch_size: int = 32
     eval_batch_size: int = 1000
     eval_samples: int = 0
@@ -256,6 +277,7 @@ class RunConfig:
             (self.attack_scale > 0, "attack-scale", "must be > 0"),
             (self.device in DEVICES, "device", f"must be one of {DEVICES}"),
             (self.codec_dtype in CODEC_DTYPES, "codec-dtype", f"must be one of {CODEC_DTYPES}"),
+            (self.optimizer in OPTIMIZER_CHOICES, "optimizer", f"must be one of {OPTIMIZER_CHOICES}"),
             (self.adaptive_density in ADAPTIVE_DENSITY, "adaptive-density",
              f"must be one of {ADAPTIVE_DENSITY}"),
             (0.0 < self.adaptive_min <= 1.0, "adaptive-min", "must be in (0, 1]"),

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from fedprune.masks import ceil_count, topk_mask
-from fedprune.training import StepState
+from fedprune.training import StepState, loss_of
 
 GROWTH = ("gradient", "random")
 
@@ -91,7 +91,7 @@ def dense_gradients(
     params = dict(model.named_parameters())
     model.zero_grad(set_to_none=True)
     for x, y in batches:
-        loss = nn.functional.cross_entropy(model(x), y) / len(batches)
+        loss = loss_of(model, x, y) / len(batches)
         loss.backward()
     grads = {n: params[n].grad.detach().clone() for n in names}
     model.zero_grad(set_to_none=True)

@@ -246,11 +246,11 @@ class SelfAttention(nn.Module):
     heads : number of attention heads
     """
 
-    def __init__(self, dim: int, heads: int) -> None:
+    def __init__(self, dim: int, heads: int, causal: bool = False) -> None:
         super().__init__()
         if dim % heads:
             raise ValueError(f"dim {dim} is not divisible by heads {heads}")
-        self.heads = heads
+        self.heads, self.causal = heads, causal
         self.q = nn.Linear(dim, dim)
         self.k = nn.Linear(dim, dim)
         self.v = nn.Linear(dim, dim)
@@ -269,6 +269,9 @@ class SelfAttention(nn.Module):
         if key_mask is not None:
             # a large finite negative, not -inf: a row with no valid key stays finite
             scores = scores.masked_fill(~key_mask[:, None, None, :], torch.finfo(scores.dtype).min)
+        if self.causal:  # position i attends to positions <= i only
+            future = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1)
+            scores = scores.masked_fill(future, torch.finfo(scores.dtype).min)
         att = scores.softmax(dim=-1) @ v  # (B, h, T, D/h)
         return self.out(att.transpose(1, 2).reshape(b, t, d))
 
@@ -276,10 +279,10 @@ class SelfAttention(nn.Module):
 class EncoderBlock(nn.Module):
     """Pre-norm transformer encoder block: ``x + attn(ln(x))``, then ``x + mlp(ln(x))``."""
 
-    def __init__(self, dim: int, heads: int, hidden: int) -> None:
+    def __init__(self, dim: int, heads: int, hidden: int, causal: bool = False) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = SelfAttention(dim, heads)
+        self.attn = SelfAttention(dim, heads, causal)
         self.norm2 = nn.LayerNorm(dim)
         self.fc1 = nn.Linear(dim, hidden)
         self.fc2 = nn.Linear(hidden, dim)
@@ -375,6 +378,73 @@ class TextEncoder(nn.Module):
         return self.head((x * weight).sum(1) / weight.sum(1).clamp(min=1.0))
 
 
+class CausalLM(nn.Module):
+    """A GPT-style causal transformer that predicts the token after a sequence.
+
+    Token embedding (id :data:`TextEncoder.PAD_ID` is padding) plus learned
+    position embeddings, ``depth`` pre-norm blocks with causal self-attention
+    (position i sees positions <= i), a final LayerNorm and a linear head on the
+    last position: logits of the next token, so the model fits the
+    classification interface of every strategy (LEAF's next-character task).
+    Training scores every position (:meth:`training_loss`), as a GPT is trained.
+    With ``tie`` the logits use the token embedding matrix, so there is no head
+    tensor (``num_classes`` must equal ``vocab_size``): one prunable tensor, one
+    state entry, and its mask prunes both uses.
+    """
+
+    def __init__(
+        self, seq_len: int, vocab_size: int, num_classes: int, *, dim: int = 128, depth: int = 4,
+        heads: int = 4, hidden: int = 512, tie: bool = False,
+    ) -> None:
+        super().__init__()
+        self.tok_embed = nn.Embedding(vocab_size, dim, padding_idx=TextEncoder.PAD_ID)
+        nn.init.normal_(self.tok_embed.weight, std=0.02)
+        with torch.no_grad():
+            self.tok_embed.weight[TextEncoder.PAD_ID].zero_()
+        self.pos_embed = nn.Parameter(torch.zeros(1, seq_len, dim))
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        self.blocks = nn.ModuleList(EncoderBlock(dim, heads, hidden, causal=True)
+                                    for _ in range(depth))
+        self.norm = nn.LayerNorm(dim)
+        self.tied = tie
+        if tie:  # no head of its own: the logits use the embedding matrix (one state entry)
+            if num_classes != vocab_size:
+                raise ValueError(f"a tied head needs num_classes == vocab_size, got "
+                                 f"{num_classes} and {vocab_size}")
+        else:
+            self.head = nn.Linear(dim, num_classes, bias=False)
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """States (..., D) -> logits (..., num_classes)."""
+        if self.tied:
+            return nn.functional.linear(h, self.tok_embed.weight)
+        return self.head(h)
+
+    def hidden(self, ids: torch.Tensor) -> torch.Tensor:
+        """Token ids (B, L) -> the final normalised states of every position (B, L, D)."""
+        ids = ids.long()
+        if ids.shape[1] > self.pos_embed.shape[1]:
+            raise ValueError(f"sequence length {ids.shape[1]} exceeds the model's {self.pos_embed.shape[1]}")
+        x = self.tok_embed(ids) + self.pos_embed[:, : ids.shape[1]]
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """Token ids (B, L) -> logits of the token after position L (B, num_classes)."""
+        return self.logits(self.hidden(ids)[:, -1])
+
+    def training_loss(self, ids: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Next-token cross-entropy at every position, as a GPT is trained: position i
+        predicts ``ids[i + 1]`` and the last one ``y`` (the example's label); the
+        same compute as the last position alone, ``L`` times the targets. Padding
+        targets (id 0) are not scored."""
+        logits = self.logits(self.hidden(ids)).float()  # (B, L, C)
+        targets = torch.cat([ids[:, 1:].long(), y.long()[:, None]], dim=1)
+        return nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(),
+                                           ignore_index=TextEncoder.PAD_ID)
+
+
 @register_model("vit")
 def vit(input_shape: tuple[int, ...], num_classes: int, width: float = 1.0) -> nn.Module:
     """Small ViT: 4x4 patches, dim 64 x width, depth 4, 4 heads, MLP ratio 2."""
@@ -392,6 +462,32 @@ def bert_tiny(
     dim, hidden = _transformer_dims(width, 64, 4, 2.0)
     return TextEncoder(int(input_shape[0]), vocab_size, num_classes, dim=dim, depth=2, heads=4,
                        hidden=hidden)
+
+
+def _gpt(input_shape: tuple[int, ...], num_classes: int, width: float, vocab_size: int,
+         tie: bool) -> nn.Module:
+    if len(input_shape) != 1:
+        raise ValueError(f"gpt-char takes token sequences (L,), got input_shape {tuple(input_shape)}")
+    dim, hidden = _transformer_dims(width, 128, 4, 4.0)
+    return CausalLM(int(input_shape[0]), vocab_size, num_classes, dim=dim, depth=4, heads=4,
+                    hidden=hidden, tie=tie)
+
+
+@register_model("gpt-char", tokens=True)
+def gpt_char(
+    input_shape: tuple[int, ...], num_classes: int, width: float = 1.0, *, vocab_size: int
+) -> nn.Module:
+    """Character GPT: dim 128 x width, depth 4, 4 heads, MLP ratio 4 (0.8 M parameters on
+    Shakespeare's 80-character windows; ``model-width = 4``: 12.6 M)."""
+    return _gpt(input_shape, num_classes, width, vocab_size, tie=False)
+
+
+@register_model("gpt-char-tied", tokens=True)
+def gpt_char_tied(
+    input_shape: tuple[int, ...], num_classes: int, width: float = 1.0, *, vocab_size: int
+) -> nn.Module:
+    """``gpt-char`` with the head tied to the token embedding."""
+    return _gpt(input_shape, num_classes, width, vocab_size, tie=True)
 
 
 @functools.lru_cache(maxsize=16)

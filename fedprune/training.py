@@ -5,8 +5,10 @@ no mask (equivalent to an all-ones mask). With a mask, for every masked
 parameter ``p`` with mask ``m`` (same shape, 0/1):
 
 * before training ``p <- p * m``;
-* after every backward ``grad <- grad * m``, so SGD's momentum buffer and the
-  weight-decay term (``wd * p`` with ``p = 0``) stay zero outside the mask;
+* after every backward ``grad <- grad * m``, so SGD's momentum buffer, AdamW's
+  two moments and the weight-decay term (``wd * p`` with ``p = 0``) stay zero
+  outside the mask (readjustment zeroes the state of moved positions:
+  :func:`fedprune.dst.apply_readjustment`);
 * after every optimizer step ``p <- p * m`` (keeps the invariant exact).
 
 Small hooks extend the loop without copying it: ``proximal_mu`` adds FedProx's
@@ -21,9 +23,13 @@ import contextlib
 import math
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from fedprune.config import RunConfig
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,43 @@ class TrainConfig:
     # mixed precision: autocast to float16 on CUDA (with loss scaling) or bfloat16 on
     # CPU; parameters, optimizer state and the masks stay float32
     amp: bool = False
+    # ``sgd`` (with ``momentum``) or ``adamw`` (betas 0.9 / 0.999, decoupled weight decay)
+    optimizer: str = "sgd"
+    # fraction of the local steps over which the lr rises linearly to ``lr`` (each round
+    # starts a fresh optimizer, so its first Adam steps are the large ones)
+    warmup: float = 0.0
+
+
+OPTIMIZERS = ("sgd", "adamw")
+ADAMW_WARMUP = 0.1  # the warm-up that goes with adamw (optimizer_settings)
+
+
+def optimizer_settings(name: str) -> dict[str, object]:
+    """The :class:`TrainConfig` fields of optimizer ``name``: ``adamw`` comes with a
+    warm-up over the first :data:`ADAMW_WARMUP` of the local steps, ``sgd`` with none."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
+    return {"optimizer": name, "warmup": ADAMW_WARMUP if name == "adamw" else 0.0}
+
+
+def train_config_of(cfg: RunConfig) -> TrainConfig:
+    """The local training of a run: its epochs, lr, momentum, weight decay, precision and
+    optimizer (``auto`` resolved for its model: :func:`fedprune.config.resolved_optimizer`)."""
+    from fedprune.config import resolved_optimizer
+
+    return TrainConfig(epochs=cfg.local_epochs, lr=cfg.lr, momentum=cfg.momentum,
+                       weight_decay=cfg.weight_decay, amp=cfg.amp,
+                       **optimizer_settings(resolved_optimizer(cfg.optimizer, cfg.model)))
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """``cfg``'s optimizer over ``model``'s parameters."""
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                               weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {cfg.optimizer!r}")
 
 
 @dataclass(frozen=True)
@@ -61,6 +104,16 @@ class StepState:
     optimizer: torch.optim.Optimizer
     masks: MutableMapping[str, torch.Tensor]
     batch: tuple[torch.Tensor, torch.Tensor]
+
+
+def loss_of(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The training loss of one batch: the model's own ``training_loss(x, y)`` when it
+    has one (:class:`fedprune.models.CausalLM` scores every position of a sequence),
+    else the cross-entropy of ``model(x)`` against ``y``."""
+    own = getattr(model, "training_loss", None)
+    if own is not None:
+        return own(x, y)
+    return nn.functional.cross_entropy(model(x).float(), y)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -91,7 +144,7 @@ def train(
     seed: int | None = None,
     sq_grads: MutableMapping[str, torch.Tensor] | None = None,
 ) -> TrainResult:
-    """Train ``model`` in place with (masked) SGD for ``cfg.epochs`` epochs.
+    """Train ``model`` in place with masked SGD or AdamW for ``cfg.epochs`` epochs.
 
     Parameters
     ----------
@@ -115,9 +168,7 @@ def train(
     unknown = set(masks) - set(params)
     if unknown:
         raise KeyError(f"masks name parameters the model lacks: {sorted(unknown)}")
-    opt = torch.optim.SGD(
-        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-    )
+    opt = make_optimizer(model, cfg)
     start = (
         {n: p.detach().clone() for n, p in params.items()} if cfg.proximal_mu > 0 else None
     )
@@ -126,6 +177,7 @@ def train(
     except TypeError:
         n_batches = 0
     total_steps = n_batches * cfg.epochs
+    warm = math.ceil(cfg.warmup * total_steps) if cfg.warmup > 0 else 0
     autocast, scaler = _mixed_precision(cfg.amp, device)
     loss_sum, steps, seen = 0.0, 0, 0
     first_loss, last_sum, last_steps = float("nan"), 0.0, 0
@@ -136,9 +188,15 @@ def train(
         for epoch in range(cfg.epochs):
             for x, y in loader:
                 x, y = x.to(device), y.to(device)
+                if steps < warm:
+                    for group in opt.param_groups:
+                        group["lr"] = cfg.lr * (steps + 1) / warm
+                elif steps == warm and warm:
+                    for group in opt.param_groups:
+                        group["lr"] = cfg.lr
                 opt.zero_grad(set_to_none=True)
                 with autocast():
-                    loss = nn.functional.cross_entropy(model(x).float(), y)
+                    loss = loss_of(model, x, y)
                 total = loss
                 if start is not None:
                     prox = sum(((p - start[n]) ** 2).sum() for n, p in params.items())

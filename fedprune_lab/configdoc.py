@@ -138,7 +138,14 @@ def choices() -> dict[str, tuple[str, ...]]:
     """Key -> its valid values, for the keys checked against a tuple or a registry."""
     import fedprune.data  # noqa: F401  (registers every data set)
     from fedprune.attacks import ATTACKS
-    from fedprune.config import ADAPTIVE_DENSITY, CODEC_DTYPES, DEVICES, FEDBT_MODES, NOISE_TYPES
+    from fedprune.config import (
+        ADAPTIVE_DENSITY,
+        CODEC_DTYPES,
+        DEVICES,
+        FEDBT_MODES,
+        NOISE_TYPES,
+        OPTIMIZER_CHOICES,
+    )
     from fedprune.contribution import REFERENCES, SCHEDULES
     from fedprune.data.datasets import dataset_names
     from fedprune.data.partition import PARTITIONERS
@@ -151,7 +158,7 @@ def choices() -> dict[str, tuple[str, ...]]:
         "partitioner": PARTITIONERS, "noise-type": NOISE_TYPES, "attack": ATTACKS,
         "device": DEVICES, "codec-dtype": CODEC_DTYPES, "adaptive-density": ADAPTIVE_DENSITY,
         "fedbt-mode": FEDBT_MODES, "cgsv-reference": REFERENCES, "lambda-schedule": SCHEDULES,
-        "growth": GROWTH, "density-distribution": DISTRIBUTIONS,
+        "growth": GROWTH, "density-distribution": DISTRIBUTIONS, "optimizer": OPTIMIZER_CHOICES,
     }
 
 

@@ -125,11 +125,12 @@ def overrides_drift(results: Path, overrides: Mapping[str, Any]) -> list[str]:
 
 def drift_between(stored: Mapping[str, Any], overrides: Mapping[str, Any]) -> list[str]:
     """:func:`overrides_drift` against a stored config already read."""
-    from fedprune.config import RunConfig
+    from fedprune.config import RunConfig, computed
 
-    defaults = RunConfig.predated_defaults()
+    defaults = computed(RunConfig.predated_defaults())
     drift = []
-    config = RunConfig.from_mapping(overrides).to_dict()
+    config = computed(RunConfig.from_mapping(overrides).to_dict())
+    stored = computed(stored) if "model" in stored else stored
     unused = _unused(config)
     for key, now in config.items():
         if key in unused:

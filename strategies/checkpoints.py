@@ -19,7 +19,7 @@ from flwr.app import Array, ArrayRecord
 from flwr.common.logger import log
 
 from fedprune.checkpoint import CheckpointError, join, load_checkpoint, save_checkpoint, split
-from fedprune.config import NOT_COMPUTED, ConfigError, RunConfig
+from fedprune.config import NOT_COMPUTED, ConfigError, RunConfig, computed
 
 CHECKPOINT_FILE = "checkpoint.npz"
 
@@ -97,9 +97,9 @@ def setup_checkpoints(cfg: RunConfig, strategy: Any, initial: ArrayRecord) -> Ar
     arrays, meta = load_checkpoint(path)
     # only keys that change what is computed must agree (not the folder, nor how often
     # checkpoints are written)
-    mine = {k: v for k, v in cfg.to_dict().items() if k not in NOT_COMPUTED}
+    mine = {k: v for k, v in computed(cfg.to_dict()).items() if k not in NOT_COMPUTED}
     # keys added to fedprune after the checkpoint was written: what that run did
-    theirs = {**RunConfig.predated_defaults(), **meta.get("config", {})}
+    theirs = computed({**RunConfig.predated_defaults(), **meta.get("config", {})})
     theirs = {k: v for k, v in theirs.items() if k not in NOT_COMPUTED}
     differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
     if differ:

@@ -31,7 +31,7 @@ from fedprune.masks import prunable_names
 from fedprune.models import model_from_config
 from fedprune.partial import PartialSchedule, layer_groups
 from fedprune.seeds import derive_seed
-from fedprune.training import TrainConfig, evaluate, resolve_device, train
+from fedprune.training import evaluate, resolve_device, train, train_config_of
 
 from .checkpoints import setup_checkpoints
 from .fedavg import FedAvg, ValidatingStrategy
@@ -110,8 +110,7 @@ def root_update_fn(cfg: RunConfig, model: nn.Module) -> ServerUpdateFn:
     computes the same references."""
     net = copy.deepcopy(model)
     device = resolve_device(cfg.device)
-    tc = TrainConfig(epochs=cfg.local_epochs, lr=cfg.lr, momentum=cfg.momentum,
-                     weight_decay=cfg.weight_decay, amp=cfg.amp)
+    tc = train_config_of(cfg)
 
     @functools.cache
     def root() -> tuple[torch.Tensor, torch.Tensor, tuple[float, ...], tuple[float, ...]]:

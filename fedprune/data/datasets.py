@@ -10,9 +10,13 @@ name                files under ``<data-dir>``
 ``mnist``           ``MNIST/raw/*-ubyte[.gz]`` (torchvision.datasets.MNIST)
 ``fashion-mnist``   ``FashionMNIST/raw/*-ubyte[.gz]`` (torchvision)
 ``cifar10``         ``cifar-10-batches-py/`` (torchvision.datasets.CIFAR10)
+``cifar10-jpeg``    ``CIFAR10-jpeg/cifar10-jpeg.zip`` (all of CIFAR-10 as JPEG;
+                    decoded once, cached: :func:`decoded_cache_dir`)
 ``cifar10-first4000`` ``CIFAR10-first4000/`` (PNG sprites + trainLabels.csv)
 ``femnist``         ``FEMNIST-leaf/{train,test}/*.json[.gz]`` (LEAF output)
 ``mnist-writers``   MNIST + ``QMNIST-writers/qmnist-*-labels-idx2-int[.gz]``
+``shakespeare``     ``tinyshakespeare/input.txt``: next character after 80, one
+                    writer per speaker (:mod:`fedprune.data.text`)
 ``tokens-synthetic`` none: token sequences generated from a seed (``tokens.py``)
 ``tokens-npz``      ``tokens-npz/tokens.npz``: your own pre-tokenised text
                     (layout in :mod:`fedprune.data.tokens`)
@@ -37,8 +41,13 @@ from __future__ import annotations
 import csv
 import functools
 import gzip
+import hashlib
 import json
+import logging
+import os
 import pickle
+import shutil
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +56,7 @@ import numpy as np
 import torch
 
 from fedprune.config import resolve_data_dir
-from fedprune.data import tokens
+from fedprune.data import text, tokens
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -67,6 +76,9 @@ class ImageData:
     writers_train : int64 array (N,) of natural client ids (writer), or None
     vocab_size : number of token ids (ids are in ``[0, vocab_size)``, 0 = padding)
         for a token data set; None for images
+    writers_test : int64 array of the test examples' writers when the test set is
+        each writer's own held-out data (shakespeare): a client is then tested on
+        its writers' test examples; None otherwise
     """
 
     name: str
@@ -79,6 +91,7 @@ class ImageData:
     std: tuple[float, ...]
     writers_train: np.ndarray | None = None
     vocab_size: int | None = None
+    writers_test: np.ndarray | None = None
 
     @property
     def is_tokens(self) -> bool:
@@ -280,6 +293,98 @@ CIFAR_CLASSES = (
 )
 
 
+def decoded_cache_dir() -> Path:
+    """Where decoded data sets are cached: ``$FEDPRUNE_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/fedprune/decoded`` (``~/.cache/fedprune/decoded``)."""
+    env = os.environ.get("FEDPRUNE_CACHE_DIR")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fedprune" / "decoded"
+
+
+def _cached_arrays(name: str, source: Path, build: Callable[[], dict[str, np.ndarray]]
+                   ) -> dict[str, np.ndarray]:
+    """``build()``'s arrays, decoded once per version of ``source`` (its size and
+    modification time name the cache file) and kept as ``.npy`` files under
+    :func:`decoded_cache_dir`. A cache folder that cannot be written is
+    reported and the arrays are decoded again next time."""
+    st = source.stat()
+    key = hashlib.sha256(f"{source.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    folder = decoded_cache_dir() / f"{name}-{key}"
+    done = folder / "done"
+    if done.exists():
+        return {p.stem: np.load(p) for p in sorted(folder.glob("*.npy"))}
+    arrays = build()
+    try:
+        tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+        tmp.mkdir(parents=True, exist_ok=True)
+        for k, v in arrays.items():
+            np.save(tmp / f"{k}.npy", v)
+        (tmp / "done").write_text(str(source))
+        if folder.exists():  # an incomplete earlier attempt
+            shutil.rmtree(folder)
+        tmp.replace(folder)
+    except OSError as exc:
+        logging.getLogger(__name__).warning(
+            "could not cache the decoded %s under %s (%s); it is decoded again next time",
+            name, decoded_cache_dir(), exc)
+    return arrays
+
+
+CIFAR_JPEG_ZIP = "CIFAR10-jpeg/cifar10-jpeg.zip"
+
+
+@register_dataset("cifar10-jpeg")
+def _load_cifar10_jpeg(data_dir: Path, download: bool) -> ImageData:
+    """All of CIFAR-10 (50,000 / 10,000) re-encoded as JPEG, ``train|test/<class>/NNNN.jpg``
+    in one zip; decoded once with PIL and cached (:func:`_cached_arrays`). JPEG
+    re-encoding costs some fidelity: call it "CIFAR-10 (JPEG)" in reports."""
+    path = data_dir / CIFAR_JPEG_ZIP
+    if not path.exists():
+        raise DataNotFoundError(
+            f"CIFAR-10 (JPEG) not found: {path} is missing. Put the zip of "
+            "train/<class>/NNNN.jpg and test/<class>/NNNN.jpg there (see ../shared/data/README.md), "
+            "or use dataset 'cifar10' with download=true on a machine with internet."
+        )
+    arrays = _cached_arrays("cifar10-jpeg", path, lambda: read_image_zip(path, CIFAR_CLASSES))
+    return ImageData(
+        "cifar10-jpeg", torch.from_numpy(arrays["x_train"]), _labels(arrays["y_train"]),
+        torch.from_numpy(arrays["x_test"]), _labels(arrays["y_test"]), 10, *CIFAR_STATS,
+    )
+
+
+def read_image_zip(path: Path, classes: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Decode a zip of ``<split>/<class>/<name>.jpg|png`` (splits ``train`` and ``test``)
+    into uint8 ``x_<split>`` (N, C, H, W) and int64 ``y_<split>``, in name order.
+    Every image must have the same size; an unknown class or split is an error."""
+    from PIL import Image  # pillow comes with torchvision
+
+    index = {c: i for i, c in enumerate(classes)}
+    out: dict[str, list] = {"train": [], "test": []}
+    with zipfile.ZipFile(path) as z:
+        for name in sorted(z.namelist()):
+            if name.endswith("/"):
+                continue
+            parts = name.split("/")
+            if len(parts) != 3 or parts[0] not in out or parts[1] not in index:
+                raise ValueError(f"{path}: unexpected member {name!r} (want "
+                                 f"train|test/<one of {', '.join(classes)}>/<file>)")
+            with z.open(name) as f:
+                img = np.asarray(Image.open(f).convert("RGB"))
+            out[parts[0]].append((img, index[parts[1]]))
+    arrays = {}
+    for split, items in out.items():
+        if not items:
+            raise ValueError(f"{path}: no {split} images")
+        shapes = {im.shape for im, _ in items}
+        if len(shapes) != 1:
+            raise ValueError(f"{path}: {split} images of several sizes {sorted(shapes)}")
+        arrays[f"x_{split}"] = np.ascontiguousarray(
+            np.stack([im for im, _ in items]).transpose(0, 3, 1, 2))
+        arrays[f"y_{split}"] = np.array([c for _, c in items], dtype=np.int64)
+    return arrays
+
+
 @register_dataset("cifar10-first4000")
 def _load_cifar_slice(data_dir: Path, download: bool) -> ImageData:
     """The first 4,000 CIFAR-10 training images (4 PNG sprites, 1,000 images each).
@@ -391,3 +496,27 @@ def _load_tokens_npz(data_dir: Path, download: bool) -> ImageData:
         )
     arrays, vocab, classes = tokens.read_token_npz(path)
     return token_data("tokens-npz", arrays, vocab, classes)
+
+
+@register_dataset("shakespeare")
+def _load_shakespeare(data_dir: Path, download: bool) -> ImageData:
+    """Tiny Shakespeare by speaker: the next character after 80 (:mod:`fedprune.data.text`),
+    speakers with at least 2,000 characters of speech. For another threshold or window,
+    register a loader of your own that calls :func:`fedprune.data.text.read_shakespeare`."""
+    path = data_dir / text.FOLDER / text.FILE
+    if not path.exists():
+        raise DataNotFoundError(
+            f"Tiny Shakespeare not found: {path} is missing. Put karpathy/char-rnn's "
+            "data/tinyshakespeare/input.txt there (see ../shared/data/README.md)."
+        )
+    return shakespeare_data("shakespeare", text.read_shakespeare(data_dir))
+
+
+def shakespeare_data(name: str, a: dict[str, np.ndarray]) -> ImageData:
+    """Wrap :func:`fedprune.data.text.shakespeare_arrays` as a data set (ids kept int16)."""
+    vocab = len(a["vocab"]) + 1  # ids 1..V, 0 = padding
+    return ImageData(
+        name, torch.from_numpy(a["x_train"]), _labels(a["y_train"]),
+        torch.from_numpy(a["x_test"]), _labels(a["y_test"]), vocab, (), (),
+        writers_train=a["writers_train"], vocab_size=vocab, writers_test=a["writers_test"],
+    )

@@ -106,13 +106,14 @@ def client_split(
     if not 0 <= client < spec.num_partitions:
         raise ValueError(f"partition-id {client} out of range [0, {spec.num_partitions})")
     parts = cached_partition_indices(data.y_train.numpy(), spec, data.writers_train)
-    te = None
-    if local_test == "classes":
-        tr = parts[client]
-    elif local_test == "split":
-        tr, te = train_test_split(parts[client], test_fraction, seed=derive_seed(seed, client, 1))
-    else:
+    if local_test not in ("split", "classes"):
         raise ValueError(f"local-test must be 'split' or 'classes', got {local_test!r}")
+    te = None
+    if local_test == "classes" or data.writers_test is not None:
+        # (writers_test: client_data tests on the client's writers' own test examples)
+        tr = parts[client]
+    else:
+        tr, te = train_test_split(parts[client], test_fraction, seed=derive_seed(seed, client, 1))
     if max_train and len(tr) > max_train:
         rng = np.random.default_rng(derive_seed(seed, client, 4))
         tr = np.sort(rng.choice(tr, size=max_train, replace=False))
@@ -149,8 +150,10 @@ def client_data(
     which labels are flipped, and the shuffling order.
 
     ``local_test``: ``split`` holds out ``test_fraction`` of the client's own
-    data; ``classes`` trains on all of it and tests on every centralized test
-    image of the classes the client holds (LotteryFL / FedDST's protocol).
+    data (for a data set with ``writers_test``, such as ``shakespeare``, it tests
+    on the test examples of the client's own writers instead); ``classes``
+    trains on all of it and tests on every centralized test image of the
+    classes the client holds (LotteryFL / FedDST's protocol).
 
     ``max_train`` > 0 keeps a seeded random subset of at most that many
     training examples (the local test split is taken first, from all of them).
@@ -165,7 +168,11 @@ def client_data(
         data.x_train[tr], torch.from_numpy(y_noisy), data.mean, data.std, batch_size,
         shuffle=True, seed=derive_seed(seed, client, 3),
     )
-    if local_test == "classes":
+    if local_test == "split" and data.writers_test is not None:  # its writers' held-out data
+        held = torch.from_numpy(np.isin(data.writers_test, np.unique(data.writers_train[tr])))
+        test = TensorLoader(data.x_test[held], data.y_test[held], data.mean, data.std,
+                            eval_batch_size)
+    elif local_test == "classes":
         held = torch.isin(data.y_test, torch.unique(data.y_train[tr]))
         test = TensorLoader(data.x_test[held], data.y_test[held], data.mean, data.std,
                             eval_batch_size)
