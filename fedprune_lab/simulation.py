@@ -29,6 +29,7 @@ def simulate(
     num_supernodes: int, overrides: dict[str, Any], results_dir: Path,
     client_fn: Callable[..., Any] = node_client,
     client_resources: dict[str, float] | None = None,
+    num_cpus: int | None = None,
 ) -> dict:
     """Run the app with ``overrides`` on top of the defaults; return its results.json.
 
@@ -36,7 +37,8 @@ def simulate(
     ``client_resources`` (``{"num_cpus", "num_gpus"}``) are each ClientApp's Ray
     resources; with ``num_gpus`` > 0 Ray sees the machine's GPUs, and as many
     clients run at once as fit (0.25 GPU: four per GPU). Set run-config
-    ``device`` to ``cuda`` or ``auto`` for them to train there.
+    ``device`` to ``cuda`` or ``auto`` for them to train there. ``num_cpus`` is
+    the CPUs Ray may use (default 2).
     """
     results_dir = Path(results_dir).resolve()
     ov = {**overrides, "results-dir": str(results_dir)}
@@ -44,6 +46,8 @@ def simulate(
                                                **(client_resources or {})}}
     if backend["client_resources"]["num_gpus"] > 0:  # let Ray find the GPUs
         backend["init_args"] = {k: v for k, v in BACKEND["init_args"].items() if k != "num_gpus"}
+    if num_cpus is not None:
+        backend["init_args"] = {**backend["init_args"], "num_cpus": num_cpus}
     run_simulation(
         server_app=make_server_app(ov),
         client_app=make_client_app(functools.partial(client_fn, overrides=ov)),
