@@ -10,7 +10,8 @@ each (study, run) the tables give the mean +- std over seeds of:
 * final accuracy, the mean over the last 5 rounds (runs with noisy clients
   swing by tens of points from round to round), best accuracy, and the
   restored dense model's final accuracy (FedPrune family);
-* total upload MB, and the upload MB and wall-clock seconds until the
+* total upload MB (array payloads; and the bytes Flower serialises, "wire MB",
+  for runs that recorded them), and the upload MB and wall-clock seconds until the
   accuracy first reaches ``--target`` (``k/n`` when only k of n seeds got there);
 * ``acc@FP``: the best accuracy reached with no more upload than the FedPrune
   run of the same grid point used in all (accuracy at equal bytes);
@@ -199,6 +200,12 @@ def ordered_groups(runs: list[Run]) -> list[Group]:
                                                g.run))
 
 
+def _wire_mb(run: Run, direction: str) -> float | None:
+    """MB the run's messages took on the wire (``up`` or ``down``), None if not recorded."""
+    v = run.data["summary"].get(f"total_wire_bytes_{direction}")
+    return None if v is None else v / MB
+
+
 def study_table(study: str, runs: list[Run], target: float) -> str:
     """The Markdown table of one study."""
     # FedPrune's upload per grid point and seed: the budget for "accuracy at equal bytes"
@@ -207,9 +214,11 @@ def study_table(study: str, runs: list[Run], target: float) -> str:
     has_dense = any(r.rounds[-1].get("dense_accuracy") is not None for r in runs)
     has_noise = any(group_share(r.rounds, "noisy") for r in runs)
     has_attack = any(x.get("attacker_clients") for r in runs for x in r.rounds)
+    has_wire = any("total_wire_bytes_up" in r.data["summary"] for r in runs)
     head = ["run", "seeds", "final acc", f"last-{LAST_K} acc", "best acc"]
     head += ["dense acc"] if has_dense else []
-    head += ["up MB", f"MB to {target:.0%}", f"s to {target:.0%}", "acc@FP", "GFLOP/round",
+    head += ["up MB"] + (["wire MB up", "wire MB down"] if has_wire else [])
+    head += [f"MB to {target:.0%}", f"s to {target:.0%}", "acc@FP", "GFLOP/round",
              "of dense", "agg s/round", "agg share"]
     head += ["noisy share", "noisy weight"] if has_noise else []
     head += ["attacker share", "attacker weight"] if has_attack else []
@@ -226,8 +235,10 @@ def study_table(study: str, runs: list[Run], target: float) -> str:
                _ms(r.data["summary"]["best_accuracy"] for r in rs)]
         if has_dense:
             row.append(_ms(r.rounds[-1].get("dense_accuracy") for r in rs))
-        row += [_ms((r.data["summary"]["total_bytes_up"] / MB for r in rs), ".1f"),
-                _reached(tt, 0, ".1f"), _reached(tt, 1, ".0f"), _ms(eq),
+        row += [_ms((r.data["summary"]["total_bytes_up"] / MB for r in rs), ".1f")]
+        if has_wire:  # runs recorded before wire bytes were counted show "-"
+            row += [_ms((_wire_mb(r, d) for r in rs), ".1f") for d in ("up", "down")]
+        row += [_reached(tt, 0, ".1f"), _reached(tt, 1, ".0f"), _ms(eq),
                 _ms((f[0] if f else None for f in fl), ".2f"), _ms((f[1] if f else None for f in fl), ".3f"),
                 _ms((v[0] if v else None for v in sv), ".3f"), _ms((v[1] if v else None for v in sv), ".3f")]
         if has_noise:

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.common.logger import log
+from flwr.common.serde import message_to_proto
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result
 
@@ -36,6 +37,12 @@ from .results import RoundRecorder
 
 EvaluateFn = Callable[[int, ArrayRecord], MetricRecord | None]
 NO_REPLY = "no reply within round-timeout (timed out or dropped out)"
+
+
+def wire_bytes(msg: Message) -> int:
+    """Bytes of ``msg`` as Flower serialises it for the Fleet API (its protobuf
+    ``Message``: metadata, every record, array data; without gRPC's framing)."""
+    return message_to_proto(msg).ByteSize()
 
 
 def payload_bytes(content: RecordDict) -> int:
@@ -54,6 +61,8 @@ class RecordingMixin:
 
     Records ``bytes_down`` (every message ``configure_train`` builds),
     ``bytes_up`` (what every reply carried, counted from the data that arrived),
+    ``wire_bytes_down`` / ``wire_bytes_up`` (the same messages serialised as Flower
+    sends them: :func:`wire_bytes`),
     ``clients`` (accepted replies) and ``rejected`` (client -> reason),
     ``client_flops`` and ``dense_client_flops`` (the training FLOPs the accepted
     clients report, under their masks and dense), ``aggregate_s`` (server time in
@@ -93,6 +102,7 @@ class RecordingMixin:
         self.recorder.add(server_round, bytes_down=sum(payload_bytes(m.content) for m in messages))
         for m in messages:  # the round travels in group_id; the replies carry it back
             m.metadata.group_id = str(server_round)
+        self.recorder.add(server_round, wire_bytes_down=sum(wire_bytes(m) for m in messages))
         self._sent_nodes = {m.metadata.dst_node_id for m in messages}
         return messages
 
@@ -113,7 +123,8 @@ class RecordingMixin:
             for c in who:
                 log(WARNING, "round %d: client %s: %s", server_round, c, NO_REPLY)
             self.recorder.add(server_round, rejected=who)
-        self.recorder.add(server_round, bytes_up=sum(received_bytes(r) for r in replies))
+        self.recorder.add(server_round, bytes_up=sum(received_bytes(r) for r in replies),
+                          wire_bytes_up=sum(wire_bytes(r) for r in replies))
         ok, refused = check_replies(
             replies, server_round, sent=sent, client_of=directory.client_of,
             payload=self.decode_payload,  # type: ignore[attr-defined]
@@ -488,7 +499,8 @@ class RetryingGrid:
             self._strategy.set_sent_nodes(tried)  # the retried nodes may reply now
             rec = getattr(self._strategy, "recorder", None)
             if rec is not None:
-                rec.add(rnd, retries=attempt, bytes_down=sum(payload_bytes(m.content) for m in resend))
+                rec.add(rnd, retries=attempt, bytes_down=sum(payload_bytes(m.content) for m in resend),
+                        wire_bytes_down=sum(wire_bytes(m) for m in resend))
             messages = [m for m in messages if m.metadata.dst_node_id in answered] + resend
             replies = good + list(self._grid.send_and_receive(resend, timeout=timeout))
         if retried:  # the strategy expects replies from the final set of clients only

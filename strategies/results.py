@@ -13,7 +13,10 @@ keeps what it measured)::
 ``bytes_up`` / ``bytes_down`` are the array payload bytes of the round, all
 clients, counted from the arrays actually sent (element count x item size of
 every array in every message; Flower's framing and the small config/metric
-scalars are not counted).
+scalars are not counted). ``wire_bytes_up`` / ``wire_bytes_down`` are the same
+messages as Flower serialises them for the Fleet API (protobuf: metadata,
+records, array data), with ``total_wire_bytes_*`` in the summary; they hold the
+random node ids, so they vary by a few bytes between otherwise equal runs.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from typing import Any
 from flwr.common.logger import log
 
 MB = 1e6
+# counters that add up over a round (every message of it, retries included)
+ADDED = ("bytes_up", "bytes_down", "wire_bytes_up", "wire_bytes_down")
 
 
 class RoundRecorder:
@@ -76,11 +81,11 @@ class RoundRecorder:
         self._t_round.setdefault(rnd, time.monotonic())
 
     def add(self, rnd: int, **fields: Any) -> None:
-        """Set fields of round ``rnd``; ``bytes_*`` add up, ``rejected`` merges."""
+        """Set fields of round ``rnd``; the byte counts (:data:`ADDED`) add up, ``rejected`` merges."""
         e = self.entry(rnd)
         for k, v in fields.items():
-            if k in ("bytes_up", "bytes_down"):
-                e[k] += int(v)
+            if k in ADDED:
+                e[k] = e.get(k, 0) + int(v)
             elif k == "rejected":
                 e[k].update({str(c): str(r) for c, r in v.items()})
             else:
@@ -145,6 +150,9 @@ class RoundRecorder:
             "total_dense_client_flops": sum(r.get("dense_client_flops", 0.0) for r in rounds),
             "wall_s": round(time.monotonic() - self._t_run, 3),
         }
+        for k in ("wire_bytes_up", "wire_bytes_down"):
+            if any(k in r for r in rounds):
+                summary[f"total_{k}"] = sum(r.get(k, 0) for r in rounds)
         if self.model_bytes:
             dense = self.model_bytes * sum(int(r["clients"]) for r in rounds)
             summary["dense_bytes_up"] = dense

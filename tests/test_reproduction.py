@@ -38,7 +38,8 @@ CASES = {
     "lotteryfl": {"strategy": "lotteryfl", "lottery-threshold": 0.0},
     "fedbt": {"strategy": "fedbt"},
 }
-TIMING = {"wall_s", "aggregate_s"}
+# timings, and bytes on the wire: those hold the run's random node ids
+TIMING = {"wall_s", "aggregate_s", "wire_bytes_up", "wire_bytes_down"}
 RTOL = 1e-6  # floats: another machine's last digits, never a change of method
 NODES = 6
 
