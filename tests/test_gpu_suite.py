@@ -1,5 +1,5 @@
-"""The GPU suite's smoke run (benchmarks/gpu_suite.py --smoke): every job and method of the
-suite, on the CPU, one round at tiny sizes, so that the suite runs the day a GPU is lent."""
+"""The GPU suite's smoke run (benchmarks/gpu_suite.py --smoke): every job of the suite with
+FedPrune, on the CPU, one round at tiny sizes, so that the suite runs the day a GPU is lent."""
 
 import os
 import subprocess
@@ -21,12 +21,9 @@ def test_gpu_suite_smoke_runs_every_job(tmp_path, data_dir):
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [line.split("|")[1:-1] for line in (out / "table.md").read_text().splitlines()[2:]]
     got = {(r[0].strip(), r[1].strip()): r for r in rows}
-    assert set(got) == {(j, m) for j in ("resnet18-cifar10", "gpt-shakespeare")
-                        for m in ("fedavg", "fedprune-0.9")}
+    assert set(got) == {("resnet18-cifar10", "fedprune-0.9"), ("gpt-shakespeare", "fedprune-0.9")}
     for (job, _method), r in got.items():
         assert r[2].strip() == "1"  # one round
         if job.startswith("gpt"):
             assert float(r[4]) > 1.0  # a perplexity
-    for job in ("resnet18-cifar10", "gpt-shakespeare"):
-        dense, sparse = float(got[(job, "fedavg")][5]), float(got[(job, "fedprune-0.9")][5])
-        assert sparse < 0.2 * dense  # 90% sparsity: a sparse upload
+        assert 0 < float(r[6]) < 0.2  # 90% sparsity: a sparse upload
