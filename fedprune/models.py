@@ -337,6 +337,18 @@ class ViT(nn.Module):
         return self.head(self.norm(x[:, 0]))
 
 
+def token_embeddings(vocab_size: int, seq_len: int, dim: int) -> tuple[nn.Embedding, nn.Parameter]:
+    """A token embedding (N(0, 0.02), the padding row :data:`fedprune.data.tokens.PAD_ID`
+    zero) and learned position embeddings (truncated N(0, 0.02)), initialised in that order."""
+    tok = nn.Embedding(vocab_size, dim, padding_idx=0)
+    nn.init.normal_(tok.weight, std=0.02)
+    with torch.no_grad():
+        tok.weight[0].zero_()
+    pos = nn.Parameter(torch.zeros(1, seq_len, dim))
+    nn.init.trunc_normal_(pos, std=0.02)
+    return tok, pos
+
+
 class TextEncoder(nn.Module):
     """A BERT-style encoder for sequence classification over token ids.
 
@@ -354,12 +366,7 @@ class TextEncoder(nn.Module):
         heads: int = 4, hidden: int = 128,
     ) -> None:
         super().__init__()
-        self.tok_embed = nn.Embedding(vocab_size, dim, padding_idx=self.PAD_ID)
-        nn.init.normal_(self.tok_embed.weight, std=0.02)
-        with torch.no_grad():
-            self.tok_embed.weight[self.PAD_ID].zero_()
-        self.pos_embed = nn.Parameter(torch.zeros(1, seq_len, dim))
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        self.tok_embed, self.pos_embed = token_embeddings(vocab_size, seq_len, dim)
         self.blocks = nn.ModuleList(EncoderBlock(dim, heads, hidden) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, num_classes)
@@ -397,12 +404,7 @@ class CausalLM(nn.Module):
         heads: int = 4, hidden: int = 512, tie: bool = False,
     ) -> None:
         super().__init__()
-        self.tok_embed = nn.Embedding(vocab_size, dim, padding_idx=TextEncoder.PAD_ID)
-        nn.init.normal_(self.tok_embed.weight, std=0.02)
-        with torch.no_grad():
-            self.tok_embed.weight[TextEncoder.PAD_ID].zero_()
-        self.pos_embed = nn.Parameter(torch.zeros(1, seq_len, dim))
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        self.tok_embed, self.pos_embed = token_embeddings(vocab_size, seq_len, dim)
         self.blocks = nn.ModuleList(EncoderBlock(dim, heads, hidden, causal=True)
                                     for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
