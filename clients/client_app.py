@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
+from torch import nn
 
 from fedprune import codec, wire
 from fedprune.attacks import attackers, flip_labels, malform
@@ -41,7 +42,7 @@ from fedprune.data.loader import TensorLoader, client_data
 from fedprune.data.noise import noise_plan
 from fedprune.models import model_from_config
 from fedprune.seeds import derive_seed
-from fedprune.training import resolve_device, train_config_of
+from fedprune.training import TrainConfig, optimizer_settings, resolve_device, train_config_of
 
 from .numpy_client import FedPruneClient
 
@@ -198,6 +199,62 @@ def reply_record(
     )
 
 
+def train_reply(client: FedPruneClient, msg: Message) -> Message:
+    """``client``'s answer to a train message: decode the payload (its masks go to the
+    client), train by the config's plan, reply in the same encoding."""
+    config = _config(msg)
+    params, n, metrics = client.fit(load_payload(_arrays(msg), client), config)
+    dtype = str(config.get(wire.VALUE_DTYPE, "float32"))  # the server's codec-dtype
+    return Message(reply_record(client, params, metrics, n, dtype), reply_to=msg)
+
+
+def evaluate_reply(client: FedPruneClient, msg: Message) -> Message:
+    """``client``'s answer to an evaluate message: loss and accuracy on its test data."""
+    loss, n, metrics = client.evaluate(load_payload(_arrays(msg), client), _config(msg))
+    content = RecordDict(
+        {wire.METRICS: MetricRecord({**metrics, "loss": loss, wire.NUM_EXAMPLES: n})})
+    return Message(content, reply_to=msg)
+
+
+def _helper_client(model: nn.Module, trainloader: Any, testloader: Any, device: str,
+                   client_id: int | None, seed: int, config: TrainConfig) -> FedPruneClient:
+    metrics: dict[str, int | float] = {} if client_id is None else {wire.CLIENT_ID: int(client_id)}
+    return FedPruneClient(model, trainloader, testloader, train_config=config, device=device,
+                          seed=derive_seed(seed, client_id) if client_id is not None else seed,
+                          metrics=metrics)
+
+
+def fedprune_train(msg: Message, model: nn.Module, trainloader: Any, *, epochs: int = 1,
+                   lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 0.0,
+                   optimizer: str = "sgd", device: str = "cpu", client_id: int | None = None,
+                   seed: int = 0) -> Message:
+    """Answer a FedPrune (or any fedprune strategy's) train message from your own
+    ``@app.train()`` handler: ``return fedprune_train(msg, model, trainloader, lr=0.05)``.
+
+    ``model`` is your ``nn.Module`` (the server's arrays are loaded into it), and
+    ``trainloader`` any iterable of ``(x, y)`` batches. The model is trained on the
+    masks the server sent (weights outside them stay 0), readjusts them when the
+    round asks for it, and the reply carries only the values on its masks. The
+    server's train config overrides ``epochs`` and ``lr`` where it sets them.
+    ``client_id`` (for example the node-config ``partition-id``) becomes the node's
+    stable id at the server and seeds local training; without it the node is known by
+    its Flower node id.
+    """
+    config = TrainConfig(epochs=epochs, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                         **optimizer_settings(optimizer))
+    client = _helper_client(model, trainloader, None, device, client_id, seed, config)
+    return train_reply(client, msg)
+
+
+def fedprune_evaluate(msg: Message, model: nn.Module, testloader: Any, *, device: str = "cpu",
+                      client_id: int | None = None) -> Message:
+    """Answer an evaluate message from your own ``@app.evaluate()`` handler: loss and
+    accuracy of the server's model on ``testloader`` (only needed when the strategy
+    samples clients for evaluation, ``fraction_evaluate`` > 0)."""
+    client = _helper_client(model, (), testloader, device, client_id, 0, TrainConfig())
+    return evaluate_reply(client, msg)
+
+
 def make_client_app(client_fn: ClientFn = node_client) -> ClientApp:
     """A ClientApp whose handlers drive the client that ``client_fn`` returns
     (by default this node's client, built once: :func:`node_client`).
@@ -210,20 +267,11 @@ def make_client_app(client_fn: ClientFn = node_client) -> ClientApp:
 
     @capp.train()
     def _train(msg: Message, context: Context) -> Message:
-        client = client_fn(context)
-        config = _config(msg)
-        params, n, metrics = client.fit(load_payload(_arrays(msg), client), config)
-        dtype = str(config.get(wire.VALUE_DTYPE, "float32"))  # the server's codec-dtype
-        return Message(reply_record(client, params, metrics, n, dtype), reply_to=msg)
+        return train_reply(client_fn(context), msg)
 
     @capp.evaluate()
     def _evaluate(msg: Message, context: Context) -> Message:
-        client = client_fn(context)
-        loss, n, metrics = client.evaluate(load_payload(_arrays(msg), client), _config(msg))
-        content = RecordDict(
-            {wire.METRICS: MetricRecord({**metrics, "loss": loss, wire.NUM_EXAMPLES: n})}
-        )
-        return Message(content, reply_to=msg)
+        return evaluate_reply(client_fn(context), msg)
 
     @capp.query()
     def _query(msg: Message, context: Context) -> Message:

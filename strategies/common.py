@@ -128,7 +128,10 @@ class RecordingMixin:
         ok, refused = check_replies(
             replies, server_round, sent=sent, client_of=directory.client_of,
             payload=self.decode_payload,  # type: ignore[attr-defined]
-            cap=self.num_examples_cap(), same_metric_keys=self.uniform_metrics)
+            cap=self.num_examples_cap(), same_metric_keys=self.uniform_metrics,
+            unchecked_ids=directory.by_node_id)
+        if directory.by_node_id:
+            ok = directory.adopt(ok)
         rejected: dict[str, str] = {}
         for node, why in refused.items():
             who = self.directory.label(node)  # type: ignore[attr-defined]
@@ -183,7 +186,8 @@ class RecordingMixin:
         directory: ClientDirectory = self.directory  # type: ignore[attr-defined]
         _, refused = check_replies(
             [msg], server_round, sent=self._sent_nodes, client_of=directory.client_of,
-            payload=self.decode_payload, cap=self.num_examples_cap())  # type: ignore[attr-defined]
+            payload=self.decode_payload, cap=self.num_examples_cap(),  # type: ignore[attr-defined]
+            unchecked_ids=directory.by_node_id)
         return next(iter(refused.values()), None)
 
     def _aggregate_isolated(
@@ -344,8 +348,18 @@ def evaluation_problem(met: MetricRecord) -> str | None:
     return None
 
 
+NO_QUERY_HANDLER = "No query function registered"  # Flower's reason: a ClientApp without one
+
+
 class ClientDirectory:
     """Maps Flower node ids to stable client ids and samples clients reproducibly.
+
+    A new node is asked for its id with one message of Flower's ``query`` type, which
+    fedprune's ClientApp answers from its node-config ``partition-id``. A node whose
+    ClientApp has no query handler (another app's, answering training with
+    :func:`clients.client_app.fedprune_train`) is known by its Flower node id until one
+    of its train replies reports a ``client-id`` (:meth:`adopt`); sampling is then
+    reproducible only from the round its id is known.
 
     Parameters
     ----------
@@ -362,6 +376,7 @@ class ClientDirectory:
         self.wait_timeout = wait_timeout
         self.client_of: dict[int, int] = {}
         self.reported: dict[int, dict[str, float]] = {}  # client id -> scalars of its id reply
+        self.by_node_id: set[int] = set()  # nodes known by their Flower node id (no query handler)
 
     def label(self, node: int) -> str:
         """A readable id for logs and results: the client id if known, else the node id."""
@@ -386,6 +401,12 @@ class ClientDirectory:
             msgs = [Message(query, dst_node_id=n, message_type=MessageType.QUERY) for n in new]
             for reply in grid.send_and_receive(msgs, timeout=self.query_timeout):
                 node = reply.metadata.src_node_id
+                if reply.has_error() and NO_QUERY_HANDLER in reply.error.reason:
+                    log(INFO, "Node %d's ClientApp answers no query: known by its node id until "
+                        "a train reply reports its client-id", node)
+                    self.client_of[node] = node
+                    self.by_node_id.add(node)
+                    continue
                 metrics = None if reply.has_error() else reply.content.metric_records.get(wire.METRICS)
                 cid = None if metrics is None else metrics.get(wire.CLIENT_ID)
                 if metrics is None or not _is_client_id(cid):
@@ -409,6 +430,21 @@ class ClientDirectory:
                     f"sampled; the first failure: {why}"
                 )
         return {n: self.client_of[n] for n in nodes if n in self.client_of}
+
+    def adopt(self, replies: list[Reply]) -> list[Reply]:
+        """Accepted train replies, those of nodes known by their node id relabelled with the
+        ``client-id`` they report (when it is a valid id no other node holds), in client order."""
+        taken = set(self.client_of.values())
+        for r in replies:
+            cid = r.metrics.get(wire.CLIENT_ID)
+            if r.node not in self.by_node_id or not _is_client_id(cid) or int(cid) in taken:
+                continue
+            self.by_node_id.discard(r.node)
+            taken.discard(r.node)
+            self.client_of[r.node] = r.client = int(cid)  # type: ignore[arg-type]
+            taken.add(r.client)
+            log(INFO, "Node %d reports client id %d", r.node, r.client)
+        return sorted(replies, key=lambda r: (r.client, r.node))
 
     def sample(
         self, grid: Grid, server_round: int, fraction: float, min_clients: int, stream: int = 0

@@ -31,7 +31,7 @@ reply only (an unexpected one is logged with its traceback).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from logging import ERROR
 from typing import Any
 
@@ -93,8 +93,11 @@ def received_bytes(msg: Message) -> int:
 
 def screen(
     msg: Message, server_round: int, *, sent: set[int], client_of: Mapping[int, int], cap: int = 0,
+    unchecked_ids: Container[int] = (),
 ) -> tuple[dict[str, np.ndarray], int, dict[str, int | float]]:
     """Steps 1-4 of the module docstring for one reply: (arrays, num-examples, metrics).
+    ``unchecked_ids``: nodes known by their node id, whose reported client-id is theirs
+    to state (:meth:`strategies.common.ClientDirectory.adopt`).
 
     Raises
     ------
@@ -121,7 +124,8 @@ def screen(
     n = wire.check_num_examples(met.pop(wire.NUM_EXAMPLES, None), cap)
     metrics = wire.check_metrics(met)
     cid = client_of.get(meta.src_node_id)
-    if wire.CLIENT_ID in metrics and cid is not None and metrics[wire.CLIENT_ID] != cid:
+    if wire.CLIENT_ID in metrics and cid is not None and metrics[wire.CLIENT_ID] != cid \
+            and meta.src_node_id not in unchecked_ids:
         raise wire.InvalidUpdate(f"reply says client id {metrics[wire.CLIENT_ID]}, the node "
                                  f"registered as client {cid}")
     arrays = read_arrays(msg)
@@ -138,6 +142,7 @@ def most_common(keysets: list[tuple[str, ...]]) -> tuple[str, ...]:
 def check_replies(
     replies: Iterable[Message], server_round: int, *, sent: set[int], client_of: Mapping[int, int],
     payload: PayloadCheck, cap: int = 0, same_metric_keys: bool = False,
+    unchecked_ids: Container[int] = (),
 ) -> tuple[list[Reply], dict[int, str]]:
     """The boundary for one round: (valid replies in client order, node -> reason refused).
 
@@ -155,7 +160,8 @@ def check_replies(
             if node in seen:
                 raise wire.InvalidUpdate("duplicate reply from the same node this round")
             seen.add(node)
-            arrays, n, metrics = screen(msg, server_round, sent=sent, client_of=client_of, cap=cap)
+            arrays, n, metrics = screen(msg, server_round, sent=sent, client_of=client_of, cap=cap,
+                                        unchecked_ids=unchecked_ids)
             decoded = payload(arrays, node)
         except wire.InvalidUpdate as exc:
             rejected[node] = str(exc)

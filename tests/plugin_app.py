@@ -4,13 +4,13 @@ our FedPrune strategy and client helper (the README's plug-in example)."""
 from __future__ import annotations
 
 import torch
-from flwr.app import ArrayRecord, Context, MetricRecord
+from flwr.app import ArrayRecord, Context, Message, MetricRecord
+from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 from torch.utils.data import DataLoader, TensorDataset
 
 from fedprune.training import evaluate
-from fedprune_flwr.clients.client_app import make_client_app
-from fedprune_flwr.clients.numpy_client import FedPruneClient
+from fedprune_flwr.clients import fedprune_train
 from fedprune_flwr.strategies.fedprune import FedPrune
 from fedprune_flwr.strategies.results import RoundRecorder
 
@@ -27,15 +27,15 @@ def make_data(seed: int, n: int = 256) -> TensorDataset:
     return TensorDataset(x, y)
 
 
-def client_fn(context: Context) -> FedPruneClient:
+client_app = ClientApp()
+
+
+@client_app.train()
+def train(msg: Message, context: Context) -> Message:
     pid = int(context.node_config["partition-id"])
-    train = DataLoader(make_data(pid), batch_size=32, shuffle=True,
-                       generator=torch.Generator().manual_seed(pid))
-    return FedPruneClient(make_model(), train, DataLoader(make_data(100 + pid), batch_size=64),
-                          metrics={"client-id": pid})
-
-
-client_app = make_client_app(client_fn)
+    data = DataLoader(make_data(pid), batch_size=32, shuffle=True,
+                      generator=torch.Generator().manual_seed(pid))
+    return fedprune_train(msg, make_model(), data, lr=0.05, client_id=pid)
 
 
 def server_app(results_dir: str, num_rounds: int = 2) -> ServerApp:

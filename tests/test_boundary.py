@@ -13,7 +13,7 @@ from fedprune.data import load_dataset
 from fedprune.data.loader import client_data
 from fedprune.data.noise import noise_plan
 from fedprune.masks import prunable_names
-from fedprune_flwr.clients.client_app import load_payload, reply_record
+from fedprune_flwr.clients.client_app import fedprune_train, load_payload, reply_record
 from fedprune_flwr.clients.numpy_client import FedPruneClient
 from fedprune_flwr.strategies.fedavg import FedAvg
 from fedprune_flwr.strategies.fedprune import FedPrune
@@ -22,7 +22,7 @@ from fedprune_flwr.strategies.replies import received_bytes
 from fedprune_flwr.strategies.results import RoundRecorder
 from fedprune_flwr.strategies.server_app import partition_cap
 
-from flower_helpers import FakeGrid, config, reply
+from flower_helpers import FakeGrid, config, reply, set_task_identity
 
 
 def test_npy_decoding_checks_the_data_against_its_metadata_before_allocating():
@@ -142,3 +142,36 @@ def test_a_query_reply_with_a_bad_client_id_leaves_that_node_unsampled():
     s, _ = _fedprune()
     msgs = list(s.configure_train(1, ArrayRecord(), config(), Grid(4)))
     assert sorted(m.metadata.dst_node_id for m in msgs) == [100, 103]
+
+
+def test_nodes_without_a_query_handler_are_known_by_node_id_until_a_reply_names_them():
+    """Another app's ClientApp answers training with fedprune_train and has no query
+    handler: its nodes are sampled by their Flower node id, and each takes the client-id
+    its first valid train reply reports, unless another node holds that id."""
+    class Grid(FakeGrid):  # nodes 100-102 have no query handler; 103 is fedprune's (id 3)
+        def send_and_receive(self, messages, timeout=None):
+            out = super().send_and_receive(messages, timeout)
+            return [reply(r.metadata.src_node_id, mtype=MessageType.QUERY,
+                          error="No query function registered with name 'default'")
+                    if r.metadata.src_node_id < 103 else r for r in out]
+
+    s, model = _fedprune()
+    msgs = list(s.configure_train(1, ArrayRecord(), config(), Grid(4)))
+    assert sorted(m.metadata.dst_node_id for m in msgs) == [100, 101, 102, 103]
+    assert s.directory.client_of == {100: 100, 101: 101, 102: 102, 103: 3}
+    data = torch.utils.data.TensorDataset(torch.randn(16, 8), torch.randint(0, 3, (16,)))
+    loader = torch.utils.data.DataLoader(data, batch_size=8)
+    ids = {100: 0, 101: 3, 102: None, 103: 3}  # 101 claims 103's id; 102 states none
+    set_task_identity()
+    replies = [fedprune_train(m, copy.deepcopy(model), loader, client_id=ids[m.metadata.dst_node_id])
+               for m in msgs]
+    s.aggregate_train(1, replies)
+    assert s.recorder.rounds[1]["clients"] == 4 and not s.recorder.rounds[1].get("rejected")
+    assert s.directory.client_of == {100: 0, 101: 101, 102: 102, 103: 3}
+    assert s.directory.by_node_id == {101, 102}
+    assert sorted(s.recorder.rounds[1]["contributions"]) == ["0", "101", "102", "3"]
+    # a node with a checked id still may not report another one
+    msgs = list(s.configure_train(2, ArrayRecord(), config(), Grid(4)))
+    lie = next(m for m in msgs if m.metadata.dst_node_id == 100)
+    s.aggregate_train(2, [fedprune_train(lie, copy.deepcopy(model), loader, client_id=7)])
+    assert "registered as client 0" in s.recorder.rounds[2]["rejected"]["0"]

@@ -488,6 +488,10 @@ def test_fedprune_made_like_flowers_strategies_is_built_by_start(tmp_path):
     run_local(app, plugin_app.client_app, 3)
     s = made["s"]
     assert s.prunable == ["0.weight", "2.weight"] and s.recorder.num_rounds == 2
+    # the app's ClientApp answers no query: each node was known by its Flower node id
+    # until its first train reply reported the client-id fedprune_train was given
+    assert sorted(s.directory.client_of.values()) == [0, 1, 2] and not s.directory.by_node_id
+    assert sorted(s.recorder.rounds[1]["contributions"]) == ["0", "1", "2"]
     rounds = s.recorder.rounds
     assert sorted(rounds) == [0, 1, 2] and rounds[2]["clients"] == 3
     assert rounds[2]["density"] == pytest.approx(0.3, abs=0.02)

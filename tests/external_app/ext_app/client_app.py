@@ -1,18 +1,17 @@
-"""The app's ClientApp: fedprune's client helper around the app's own model and data."""
+"""The app's own ClientApp: its train handler answers with fedprune's one-call helper."""
 
 from __future__ import annotations
 
-from flwr.app import Context
+from flwr.app import Context, Message
+from flwr.clientapp import ClientApp
 
 from ext_app.task import loader, make_net
-from fedprune_flwr.clients import FedPruneClient
-from fedprune_flwr.clients.client_app import make_client_app
+from fedprune_flwr.clients import fedprune_train
+
+app = ClientApp()
 
 
-def client_fn(context: Context) -> FedPruneClient:
+@app.train()
+def train(msg: Message, context: Context) -> Message:
     pid = int(context.node_config["partition-id"])
-    return FedPruneClient(make_net(), loader(pid, 300, shuffle=True),
-                          loader(1000 + pid, 100, shuffle=False), metrics={"client-id": pid})
-
-
-app = make_client_app(client_fn)
+    return fedprune_train(msg, make_net(), loader(pid, 300, shuffle=True), lr=0.01, client_id=pid)
