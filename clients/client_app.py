@@ -191,6 +191,10 @@ def reply_record(
     payload = codec.encode_state(state, masks, value_dtype)
     for k, g in client.sq_grads.items():  # PruneFL reconfiguration rounds only
         payload[k + wire.SQGRAD_SUFFIX] = g.detach().cpu().numpy().astype(np.float32)
+    if client.votes:  # server-side readjustment rounds only: the growth votes, sparse
+        payload.update(codec.encode_state(
+            {k + wire.GROW_SUFFIX: g.numpy() for k, (_, g) in client.votes.items()},
+            {k + wire.GROW_SUFFIX: v.numpy() for k, (v, _) in client.votes.items()}, value_dtype))
     if client.attack == "malformed":  # a client that breaks the wire contract on purpose
         payload, n = malform(payload, n)
     arrays = ArrayRecord({k: Array(v) for k, v in payload.items()})

@@ -28,7 +28,7 @@ from torch import nn
 
 from fedprune import wire
 from fedprune.attacks import UPDATE_ATTACKS, WIRE_ATTACKS, attack_update
-from fedprune.dst import ReadjustReport, readjust_hook
+from fedprune.dst import ReadjustReport, growth_votes, readjust_hook
 from fedprune.flops import forward_order, layer_macs, partial_training_flops, training_flops
 from fedprune.partial import on_masks
 from fedprune.seeds import derive_seed
@@ -88,6 +88,10 @@ class FedPruneClient(NumPyClient):
         # PruneFL: squared dense gradients of the masked tensors, summed over the
         # last fit's steps when the server asked for them (``prunefl-sqgrad``)
         self.sq_grads: dict[str, torch.Tensor] = {}
+        # server-side readjustment: the dense gradients summed over the last fit's steps,
+        # and from them the growth votes it uploads (name -> (votes, values); dst-votes)
+        self.grad_sums: dict[str, torch.Tensor] = {}
+        self.votes: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._keys = list(model.state_dict().keys())
         self.initial_state = initial_state
         if attack not in ("none", *UPDATE_ATTACKS, *WIRE_ATTACKS):
@@ -148,8 +152,11 @@ class FedPruneClient(NumPyClient):
             if self.trainable is not None:  # partial training: only the trained masks move
                 readjust = on_masks(readjust, self.trainable)
             hook = _chain(hook, readjust)
-        self.sq_grads = {}
+        self.sq_grads, self.grad_sums, self.votes = {}, {}, {}
         out = PLANS[plan](self, Round(cfg, config, hook, rnd))
+        vote = float(config.get(wire.DST_VOTES, 0.0))
+        if vote > 0 and self.masks and self.grad_sums:
+            self.votes = growth_votes(self.grad_sums, self.masks, vote)
         result = out.result
         metrics = {**self.metrics, wire.TRAIN_LOSS: result.loss, wire.LOSS_FIRST: result.first_loss,
                    wire.LOSS_LAST: result.last_loss}

@@ -6,8 +6,10 @@ the plan the message names, and reports. A plan is chosen by fields of the train
 message's config (:func:`plan_for`):
 
 * ``masked`` (every method's default): masked local SGD on the received masks,
-  readjusting them part-way through when ``dst-alpha`` > 0 (FedPrune, FedDST,
-  the static masks, FedMP), summing squared gradients when PruneFL asks for them;
+  readjusting them part-way through when ``dst-alpha`` > 0 (FedDST, the static
+  masks, FedMP), summing the dense gradients for growth votes when ``dst-votes`` > 0
+  (FedPrune's server-side readjustment), summing squared gradients when PruneFL asks
+  for them;
 * ``partial`` (``fedbt-train`` names tensors): the same, with every other tensor
   frozen and only the named tensors' masks readjusted (FedBT, FedBT-prune);
 * ``lotteryfl`` (``personal-prune``): prune and rewind to the initial weights when
@@ -50,6 +52,7 @@ class FedPruneClient(Protocol):
     macs: Any  # per-layer MACs (fedprune.flops.layer_macs), None when not counted
     trainable: list[str] | None
     sq_grads: dict[str, torch.Tensor]
+    grad_sums: dict[str, torch.Tensor]
     initial_state: dict[str, torch.Tensor] | None
 
 
@@ -144,7 +147,8 @@ def plan_for(config: dict[str, Any]) -> str:
 def _train(client: FedPruneClient, r: Round) -> TrainResult:
     return train(client.model, client.trainloader, r.cfg, device=client.device,
                  masks=client.masks, on_step=r.hook, seed=derive_seed(client.seed, r.rnd),
-                 sq_grads=client.sq_grads if r.config.get(wire.PRUNEFL_SQGRAD) else None)
+                 sq_grads=client.sq_grads if r.config.get(wire.PRUNEFL_SQGRAD) else None,
+                 grad_sums=client.grad_sums if float(r.config.get(wire.DST_VOTES, 0)) > 0 else None)
 
 
 # -- personalised progressive pruning (LotteryFL, Sub-FedAvg, PruneFL's initial pruning)

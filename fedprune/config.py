@@ -71,7 +71,8 @@ NOT_COMPUTED = frozenset({"resume", "overwrite", "checkpoint-every", "results-di
 # Keys whose default, when they were added, differs from what the runs written
 # before them did: a stored config (results.json, checkpoint) without the key ran
 # with this value, not with today's default.
-BEFORE_KEY: dict[str, Any] = {"cgsv-reference": "round", "round-average": 0.0, "optimizer": "sgd"}
+BEFORE_KEY: dict[str, Any] = {"cgsv-reference": "round", "round-average": 0.0, "optimizer": "sgd",
+                              "readjustment": "client", "cgsv-scope": "model"}
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,7 @@ class RunConfig:
     readjust_end: int = 0
     readjust_at: float = 0.5
     growth: str = "gradient"
+    readjustment: str = "client"
     lambda0: float = 0.5
     lambda_schedule: str = "cosine"
     lambda_min: float = 0.0
@@ -141,6 +143,7 @@ class RunConfig:
     cgsv_leave_one_out: bool = False
     cgsv_reference: str = "trusted"
     cgsv_history_beta: float = 0.5
+    cgsv_scope: str = "model"
     cgsv_root_samples: int = 100
     clip_updates: float = 2.0
     clip_window: int = 1
@@ -302,6 +305,10 @@ class RunConfig:
             (self.readjust_end >= 0, "readjust-end", "must be >= 0 (0 = 3/4 of the rounds)"),
             (0.0 < self.readjust_at <= 1.0, "readjust-at", "must be in (0, 1]"),
             (self.growth in ("gradient", "random"), "growth", "must be 'gradient' or 'random'"),
+            (self.cgsv_scope in ("model", "features"), "cgsv-scope",
+             "must be 'model' or 'features'"),
+            (self.readjustment in ("client", "server"), "readjustment",
+             "must be 'client' or 'server'"),
             (0.0 <= self.lambda0 <= 1.0, "lambda0", "must be in [0, 1]"),
             (self.lambda_schedule in ("cosine", "linear", "exponential", "constant"),
              "lambda-schedule", "must be cosine, linear, exponential or constant"),

@@ -15,6 +15,14 @@ random (SET, Mocanu et al. 2018). Dropped and grown sets are disjoint, so the
 layer's count is unchanged and exactly ``k`` positions move. Grown weights and
 their optimizer state start at zero; dropped weights and their optimizer state
 are zeroed.
+
+Server-side readjustment (FedPrune's default) moves the decision to the server:
+clients train on a fixed mask and each votes for the ``k`` inactive positions of
+largest ``|sum of its dense gradients over the local steps|`` (:func:`growth_votes`),
+uploading those sums; the server grows, per layer, the positions of largest
+``|sum_i p_i g_i|`` (the round's weighted gradient, where clients that did not vote
+for a position count 0, so opposite pushes cancel) and drops as many of the kept
+weights of smallest aggregated ``|w|`` (:func:`consensus_move`).
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import math
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -164,3 +173,46 @@ def readjust_hook(
             report.append(r)
 
     return hook
+
+
+def growth_votes(
+    grad_sums: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor], alpha: float
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """A client's growth votes: per masked layer, ``(votes, values)`` with ``votes`` the
+    ``ceil(alpha * active)`` inactive positions of largest ``|grad_sums|`` (a bool
+    tensor of the layer's shape; fewer where fewer positions are inactive or their
+    gradient is 0) and ``values`` the gradient sums there (0 elsewhere)."""
+    out = {}
+    for name, m in masks.items():
+        m = m.bool().cpu()
+        if name not in grad_sums:  # a tensor this client did not train (partial training)
+            z = torch.zeros(m.shape)
+            out[name] = (torch.zeros_like(m), z)
+            continue
+        g = grad_sums[name].detach().float().cpu()
+        k = min(ceil_count(alpha, int(m.sum())), int((~m & (g != 0)).sum()))
+        votes = topk_mask(torch.where(m, torch.tensor(-math.inf), g.abs()), k) if k > 0 \
+            else torch.zeros_like(m)
+        out[name] = (votes, torch.where(votes, g, torch.zeros_like(g)))
+    return out
+
+
+def consensus_move(
+    weights: np.ndarray, mask: np.ndarray, gradient: np.ndarray, k: int
+) -> np.ndarray:
+    """One layer's server-side readjustment: grow the at most ``k`` positions outside
+    ``mask`` of largest ``|gradient|`` (nonzero only), drop as many of the kept
+    positions of smallest ``|weights|``; returns the new mask (same count)."""
+    m = np.asarray(mask, bool).reshape(-1)
+    g = np.abs(np.asarray(gradient, np.float64)).reshape(-1)
+    w = np.abs(np.asarray(weights, np.float64)).reshape(-1)
+    cand = np.flatnonzero(~m & (g > 0))
+    n = min(k, cand.size, int(m.sum()))
+    if n <= 0:
+        return np.asarray(mask, bool).copy()
+    grow = cand[np.lexsort((cand, -g[cand]))[:n]]
+    kept = np.flatnonzero(m)
+    drop = kept[np.lexsort((kept, w[kept]))[:n]]
+    out = m.copy()
+    out[drop], out[grow] = False, True
+    return out.reshape(np.shape(mask))

@@ -143,6 +143,7 @@ def train(
     on_step: Callable[[StepState], None] | None = None,
     seed: int | None = None,
     sq_grads: MutableMapping[str, torch.Tensor] | None = None,
+    grad_sums: MutableMapping[str, torch.Tensor] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place with masked SGD or AdamW for ``cfg.epochs`` epochs.
 
@@ -157,6 +158,8 @@ def train(
     seed : seeds torch's global RNG for the duration (dropout, etc.)
     sq_grads : if given, the squared *dense* gradients (before masking) of every
         masked parameter are summed into it over all steps (PruneFL's importance)
+    grad_sums : if given, the dense gradients themselves (before masking) of every
+        masked parameter are summed into it over all steps (growth votes, fedprune.dst)
     """
     device = torch.device(device)
     model.to(device).train()
@@ -212,6 +215,9 @@ def train(
                         if sq_grads is not None:
                             sq = g.detach() ** 2
                             sq_grads[name] = sq_grads[name] + sq if name in sq_grads else sq
+                        if grad_sums is not None:
+                            d = g.detach()
+                            grad_sums[name] = grad_sums[name] + d if name in grad_sums else d.clone()
                         g.mul_(m)
                 if scaler is not None:
                     scaler.step(opt)  # skipped when the gradients overflowed

@@ -35,6 +35,8 @@ DST_ALPHA = "dst-alpha"  # readjustment fraction alpha_t of this round (0 = no r
 DST_AT = "dst-readjust-at"  # when to readjust, as a fraction of the local steps
 DST_GROWTH = "dst-growth"  # "gradient" (RigL) or "random" (SET)
 DST_MOVED = "dst-moved"  # positions a client's readjustment moved (metric)
+DST_VOTES = "dst-votes"  # server-side readjustment: vote for ceil(this * active) growths per layer
+GROW_SUFFIX = "#grow"  # ArrayRecord key suffix of a client's growth votes (sparse gradient sums)
 PRUNEFL_SQGRAD = "prunefl-sqgrad"  # ask for summed squared gradients (PruneFL reconfiguration)
 SQGRAD_SUFFIX = "#sqgrad"  # ArrayRecord key suffix of a client's squared gradients
 PERSONAL_PRUNE = "personal-prune"  # "lotteryfl", "subfedavg" or "prunefl-initial": client-side pruning

@@ -49,7 +49,7 @@ _MOVING_MASK = frozenset({"fedprune", "feddst", "fedbt-prune"})
 # (FedDST and the static masks pin contribution-weighting off).
 _CGSV_KEYS = frozenset({"lambda0", "lambda-schedule", "lambda-min", "cgsv-beta", "cgsv-floor",
                         "cgsv-leave-one-out", "cgsv-reference", "cgsv-history-beta",
-                        "cgsv-root-samples"})
+                        "cgsv-root-samples", "cgsv-scope"})
 _CGSV = frozenset({"fedprune", "fedbt-prune"})
 # The update-clipping keys, read only by FedPrune and FedBT-Prune (FedDST and the
 # static masks pin clip-updates to 0)
@@ -57,6 +57,8 @@ _CLIP_KEYS = frozenset({"clip-updates", "clip-window"})
 # The round-average key, read only by FedPrune and FedBT-Prune (the baselines output
 # their last round's model)
 _AVERAGE_KEYS = frozenset({"round-average"})
+# Who decides a readjustment, read only by FedPrune and FedBT-Prune with a moving mask
+_READJUST_KEYS = frozenset({"readjustment"})
 # The sparsity keys, not read by the dense strategies (small-dense reads them: its width
 # matches FedPrune's kept weights)
 _SPARSE_KEYS = frozenset({"sparsity", "density-distribution"})
@@ -74,6 +76,8 @@ def _unused(config: dict) -> frozenset[str]:
         out |= _CLIP_KEYS
     if config.get("strategy") not in _CGSV:
         out |= _AVERAGE_KEYS
+    if not (config.get("strategy") in _CGSV and config.get("dynamic-topology", True)):
+        out |= _READJUST_KEYS
     if config.get("strategy") in _DENSE:
         out |= _SPARSE_KEYS
     return out

@@ -52,11 +52,21 @@ from fedprune.contribution import ContributionState, tradeoff
 from fedprune.masks import prunable_names
 
 from .common import EvaluateFn, RecordingMixin
-from .parts import CGSVWeighting, DataSizeWeighting, DynamicMask, NormClip, RoundAverage, StaticMask
+from .parts import (
+    CGSVWeighting,
+    DataSizeWeighting,
+    DynamicMask,
+    NormClip,
+    RoundAverage,
+    ServerReadjustment,
+    StaticMask,
+)
 from .results import RoundRecorder
 from .sparse import DenseEvaluateFn, SparseServer
 
 ADAPTIVE = ("none", "budget", "contribution")
+READJUSTMENT = ("client", "server")
+CGSV_SCOPE = ("model", "features")
 # (server_round, the sparse model sent this round, its masks) -> that model after the
 # server's own local training on its root data (cgsv_reference="server")
 ServerUpdateFn = Callable[[int, Mapping[str, np.ndarray], Mapping[str, np.ndarray]],
@@ -79,6 +89,9 @@ class FedPruneCore(SparseServer):
         readjustment rounds t % interval == 0, t <= readjust_end; 0 = 3/4 of
         num_rounds); readjust_at is the fraction of local steps after which
         clients readjust; growth ``gradient`` (RigL) or ``random`` (SET)
+    readjustment : ``client`` (each client drops and regrows on its own mask part-way
+        through local training, FedDST's) or ``server`` (clients vote with their summed
+        gradients, the server grows and drops: :class:`strategies.parts.ServerReadjustment`)
     lambda0, lambda_schedule, lambda_min : trade-off between data size and contribution:
         lambda_t decays from lambda0 towards the floor lambda_min by the schedule
     cgsv_beta, cgsv_floor : CGSV moving-average factor and floor
@@ -93,6 +106,8 @@ class FedPruneCore(SparseServer):
         most aligned with the running direction of the applied updates, smoothed
         with cgsv_history_beta) or ``server`` (the server's own update on its root
         data, from server_update_fn); see :mod:`fedprune.contribution`
+    cgsv_scope : what CGSV compares: the whole update (``model``) or the feature layers
+        only (``features``: without the output layer, :func:`head_keys`)
     server_update_fn : ``fn(round, sent_state, masks) -> trained_state``, needed by
         ``cgsv_reference="server"``: the model sent this round after the same masked
         local training on the server's root data (the ServerApp builds it from
@@ -121,6 +136,7 @@ class FedPruneCore(SparseServer):
         readjust_end: int = 0,
         readjust_at: float = 0.5,
         growth: str = "gradient",
+        readjustment: str = "client",
         lambda0: float = 0.5,
         lambda_schedule: str = "cosine",
         lambda_min: float = 0.0,
@@ -140,6 +156,7 @@ class FedPruneCore(SparseServer):
         grown_start: str = "zero",
         cgsv_reference: str = "trusted",
         cgsv_history_beta: float = 0.5,
+        cgsv_scope: str = "model",
         server_update_fn: ServerUpdateFn | None = None,
         round_average: float = 0.75,
         **kwargs: Any,
@@ -166,10 +183,17 @@ class FedPruneCore(SparseServer):
         else:  # checked all the same: a typo must not pass because CGSV is off
             tradeoff(1, num_rounds, lambda0, lambda_schedule, lambda_min)
             ContributionState(reference=cgsv_reference, history_beta=cgsv_history_beta)
-        policy = (DynamicMask(alpha0=alpha0, interval=readjust_interval,
-                              end=readjust_end or max(1, int(0.75 * num_rounds)),
-                              readjust_at=readjust_at, growth=growth)
-                  if dynamic_topology else StaticMask(readjust_at, growth))
+        if cgsv_scope not in CGSV_SCOPE:
+            raise ValueError(f"cgsv_scope must be one of {CGSV_SCOPE}, got {cgsv_scope!r}")
+        if readjustment not in READJUSTMENT:
+            raise ValueError(f"readjustment must be one of {READJUSTMENT}, got {readjustment!r}")
+        end = readjust_end or max(1, int(0.75 * num_rounds))
+        policy: StaticMask | DynamicMask | ServerReadjustment = StaticMask(readjust_at, growth)
+        if dynamic_topology and readjustment == "server":
+            policy = ServerReadjustment(alpha0=alpha0, interval=readjust_interval, end=end)
+        elif dynamic_topology:
+            policy = DynamicMask(alpha0=alpha0, interval=readjust_interval, end=end,
+                                 readjust_at=readjust_at, growth=growth)
         super().__init__(
             initial_state=initial_state, prunable=prunable, weighting=weighting,
             mask_policy=policy,
@@ -179,7 +203,8 @@ class FedPruneCore(SparseServer):
             initial_mask=initial_mask, residuals=residual_restoration,
             grown_average=grown_average, grown_start=grown_start,
             density=None if adaptive_density == "none" else self.density_factor,
-            dense_evaluate=dense_evaluate, **kwargs)
+            dense_evaluate=dense_evaluate,
+            unscored=head_keys(initial_state) if cgsv_scope == "features" else (), **kwargs)
         self.adaptive_density, self.adaptive_min = adaptive_density, adaptive_min
 
     @property
@@ -197,6 +222,16 @@ class FedPruneCore(SparseServer):
         if client not in scores or not scores or max(scores.values()) <= 0:
             return 1.0
         return lo + (1.0 - lo) * scores[client] / max(scores.values())
+
+
+def head_keys(state: Mapping[str, np.ndarray]) -> list[str]:
+    """The output layer of a model known by its arrays: its last floating-point tensor of
+    at least 2 dimensions and the 1-D float tensors after it (its bias)."""
+    floats = [k for k, v in state.items() if np.issubdtype(np.asarray(v).dtype, np.floating)]
+    matrices = [i for i, k in enumerate(floats) if np.ndim(state[k]) >= 2]
+    if not matrices:
+        return []
+    return [k for k in floats[matrices[-1]:] if k == floats[matrices[-1]] or np.ndim(state[k]) < 2]
 
 
 def shape_rule(state: Mapping[str, np.ndarray]) -> list[str]:

@@ -7,9 +7,10 @@ A sparse method is the server core plus one of each:
   :class:`CGSVWeighting` (cosine-gradient Shapley values blended with data size
   by a decaying trade-off, :mod:`fedprune.contribution`);
 * a :class:`MaskPolicy` says how far clients may move their masks this round
-  and what the next global mask is: :class:`StaticMask` (fixed) or
+  and what the next global mask is: :class:`StaticMask` (fixed),
   :class:`DynamicMask` (client-side readjustment, the new mask the per-layer
-  top-|value| positions of the union, :mod:`fedprune.dst`);
+  top-|value| positions of the union, :mod:`fedprune.dst`) or
+  :class:`ServerReadjustment` (clients vote, the server grows and drops);
 * an optional update filter, :class:`NormClip` (updates longer than c x the
   median norm are scaled down to it);
 * an optional :class:`RoundAverage`: the model the method outputs (evaluated, saved,
@@ -33,7 +34,8 @@ import numpy as np
 from fedprune.aggregation import select_global_mask
 from fedprune.checkpoint import CheckpointError, join, split
 from fedprune.contribution import ContributionState, data_size_weights, tradeoff
-from fedprune.dst import GROWTH, readjust_fraction
+from fedprune.dst import GROWTH, consensus_move, readjust_fraction
+from fedprune.masks import ceil_count
 
 # A client's update on its support: per float tensor (flat positions, what it received
 # there, its values minus that), float64.
@@ -179,7 +181,12 @@ class MaskPolicy(Protocol):
 
     moves: bool  # whether the mask can change (a dynamic topology)
 
-    def alpha(self, server_round: int) -> float: ...
+    def alpha(self, server_round: int) -> float: ...  # how far clients move their masks
+
+    def vote_fraction(self, server_round: int) -> float: ...  # growth votes asked (0: none)
+
+    def take_votes(self, votes: Sequence[Mapping[str, np.ndarray]],
+                   weights: Sequence[float], fraction: float = 0.0) -> None: ...
 
     def client_config(self) -> dict[str, Any]: ...
 
@@ -202,6 +209,13 @@ class StaticMask:
 
     def alpha(self, server_round: int) -> float:
         return 0.0
+
+    def vote_fraction(self, server_round: int) -> float:
+        return 0.0
+
+    def take_votes(self, votes: Sequence[Mapping[str, np.ndarray]],
+                   weights: Sequence[float], fraction: float = 0.0) -> None:
+        raise AssertionError("a static mask asks for no votes")
 
     def client_config(self) -> dict[str, Any]:
         return {"readjust_at": self.readjust_at, "growth": self.growth}
@@ -234,6 +248,13 @@ class DynamicMask:
     def alpha(self, server_round: int) -> float:
         return readjust_fraction(server_round, self.alpha0, self.interval, self.end)
 
+    def vote_fraction(self, server_round: int) -> float:
+        return 0.0
+
+    def take_votes(self, votes: Sequence[Mapping[str, np.ndarray]],
+                   weights: Sequence[float], fraction: float = 0.0) -> None:
+        raise AssertionError("client-side readjustment asks for no votes")
+
     def client_config(self) -> dict[str, Any]:
         return {"readjust_at": self.readjust_at, "growth": self.growth}
 
@@ -244,6 +265,66 @@ class DynamicMask:
     def describe(self) -> str:
         return (f"dynamic mask: alpha0 {self.alpha0:.3f}, every {self.interval} rounds until "
                 f"{self.end}, at {self.readjust_at:.2f} of local steps, growth {self.growth}")
+
+
+class ServerReadjustment:
+    """Dynamic sparse training decided at the server from the whole round's signal.
+
+    On readjustment rounds (the schedule of :class:`DynamicMask`) clients keep the mask
+    they received and each votes for the ``ceil(alpha_t * kept)`` positions outside it
+    whose dense gradient, summed over its local steps, is largest in magnitude, sending
+    those sums (:func:`fedprune.dst.growth_votes`). The server adds the votes up with the
+    round's aggregation weights, a client that did not vote for a position counting 0,
+    and per layer grows the positions of largest ``|sum_i p_i g_i|`` and drops as many
+    kept weights of smallest aggregated ``|w|`` (:func:`fedprune.dst.consensus_move`).
+    Growth thus follows the gradient of the round's whole data (pushes of clients with
+    different classes cancel), every client trains each new weight from the next round
+    on, and no client's local model changes topology part-way through its training."""
+
+    moves = True
+
+    def __init__(self, *, alpha0: float = 0.1, interval: int = 5, end: int) -> None:
+        self.alpha0, self.interval, self.end = alpha0, interval, end
+        self._fraction = 0.0
+        self._gradient: dict[str, np.ndarray] | None = None
+
+    def alpha(self, server_round: int) -> float:
+        return 0.0  # clients never move their own masks
+
+    def vote_fraction(self, server_round: int) -> float:
+        return readjust_fraction(server_round, self.alpha0, self.interval, self.end)
+
+    def take_votes(self, votes: Sequence[Mapping[str, np.ndarray]],
+                   weights: Sequence[float], fraction: float = 0.0) -> None:
+        """The round's weighted gradient on the voted positions (dense, 0 elsewhere), for
+        :meth:`next_mask` to move ``ceil(fraction * kept)`` positions per layer."""
+        self._fraction = fraction
+        total = float(sum(weights))
+        acc: dict[str, np.ndarray] = {}
+        for v, w in zip(votes, weights, strict=True):
+            for k, g in v.items():
+                a = acc.setdefault(k, np.zeros(g.shape, np.float64))
+                a += (w / total) * np.asarray(g, np.float64)
+        self._gradient = acc
+
+    def client_config(self) -> dict[str, Any]:
+        return {"readjust_at": 0.5, "growth": "gradient"}  # unused: clients do not readjust
+
+    def next_mask(self, aggregate: Mapping[str, np.ndarray], union: Mapping[str, np.ndarray],
+                  mask: dict[str, np.ndarray], budgets: Mapping[str, int]) -> dict[str, np.ndarray]:
+        if self._gradient is None or self._fraction <= 0:
+            return mask
+        out = {}
+        for k, m in mask.items():
+            n = ceil_count(self._fraction, int(np.count_nonzero(m)))
+            g = self._gradient.get(k)
+            out[k] = m if g is None else consensus_move(aggregate[k], m, g, n)
+        self._gradient = None
+        return out
+
+    def describe(self) -> str:
+        return (f"server-side readjustment: alpha0 {self.alpha0:.3f}, every {self.interval} "
+                f"rounds until {self.end}, growth by the round's weighted gradient votes")
 
 
 class NormClip:

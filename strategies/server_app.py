@@ -77,7 +77,8 @@ def _fedprune(cfg: RunConfig, recorder: RoundRecorder, model: nn.Module,
     args: dict[str, Any] = dict(
         sparsity=cfg.sparsity, density_distribution=cfg.density_distribution, alpha0=cfg.alpha0,
         readjust_interval=cfg.readjust_interval, readjust_end=cfg.readjust_end,
-        readjust_at=cfg.readjust_at, growth=cfg.growth, lambda0=cfg.lambda0,
+        readjust_at=cfg.readjust_at, growth=cfg.growth, readjustment=cfg.readjustment,
+        lambda0=cfg.lambda0,
         lambda_schedule=cfg.lambda_schedule, lambda_min=cfg.lambda_min, cgsv_beta=cfg.cgsv_beta,
         cgsv_floor=cfg.cgsv_floor,
         dynamic_topology=cfg.dynamic_topology, contribution_weighting=cfg.contribution_weighting,
@@ -87,7 +88,8 @@ def _fedprune(cfg: RunConfig, recorder: RoundRecorder, model: nn.Module,
         clip_window=cfg.clip_window,
         grown_average=cfg.grown_average, grown_start=cfg.grown_start,
         cgsv_reference=cfg.cgsv_reference,
-        cgsv_history_beta=cfg.cgsv_history_beta, round_average=cfg.round_average,
+        cgsv_history_beta=cfg.cgsv_history_beta, cgsv_scope=cfg.cgsv_scope,
+        round_average=cfg.round_average,
     )
     args.update(fixed)
     if args["contribution_weighting"] and args["cgsv_reference"] == "server":

@@ -80,6 +80,8 @@ class SparseServer(ValidatingStrategy):
     density : optional ``fn(client id) -> factor``: the client gets the sub-mask of the
         ``round(factor * kept)`` largest-|W| positions of ``M`` per layer
     dense_evaluate : optional ``fn(dense_state) -> {"accuracy", "loss"}`` for ``W``
+    unscored : tensors left out of the updates a weighting scores (their positions
+        count 0 in every flattened update; clipping still sees them)
     """
 
     def __init__(
@@ -99,6 +101,7 @@ class SparseServer(ValidatingStrategy):
         grown_start: str = "zero",
         density: DensityFn | None = None,
         dense_evaluate: DenseEvaluateFn | None = None,
+        unscored: Iterable[str] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -132,7 +135,12 @@ class SparseServer(ValidatingStrategy):
         self.grown_average, self.grown_start = grown_average, grown_start
         self.density_fn, self.dense_evaluate = density, dense_evaluate
         self.round_alpha = 0.0  # alpha_t sent this round: how far a client's mask may move
+        self.round_votes = 0.0  # growth votes asked this round (server-side readjustment)
         self._float_keys = [k for k, v in self.W.items() if np.issubdtype(v.dtype, np.floating)]
+        self.unscored = frozenset(unscored)
+        if self.unscored - set(self._float_keys):
+            raise ValueError(f"unscored names tensors that are not float tensors of the model: "
+                             f"{sorted(self.unscored - set(self._float_keys))}")
         self.last_accepted: list[Reply] = []  # the replies aggregated in the last round
         self._client_masks: dict[int, dict[str, np.ndarray]] = {}  # node -> mask sent
 
@@ -198,12 +206,15 @@ class SparseServer(ValidatingStrategy):
         nodes = self.directory.sample(grid, server_round, self.fraction_train,
                                       self.min_train_clients)
         alpha = self.round_alpha = self.mask_policy.alpha(server_round)
+        votes = self.round_votes = self.mask_policy.vote_fraction(server_round)
         extra = self.mask_policy.client_config()
         config[wire.DST_ALPHA] = alpha
         config[wire.DST_AT] = extra["readjust_at"]
         config[wire.DST_GROWTH] = extra["growth"]
-        self.recorder.add(server_round, alpha=alpha)  # type: ignore[attr-defined]
-        log(INFO, "configure_train: %d clients (alpha_t %.4f): %s", len(nodes), alpha,
+        if votes > 0 or wire.DST_VOTES in config:  # Flower hands every round the same record
+            config[wire.DST_VOTES] = votes
+        self.recorder.add(server_round, alpha=max(alpha, votes))  # type: ignore[attr-defined]
+        log(INFO, "configure_train: %d clients (alpha_t %.4f): %s", len(nodes), max(alpha, votes),
             ", ".join(self.directory.label(n) for n in nodes))
         self._client_masks = {}
         if self.density_fn is None:  # one payload for everyone
@@ -246,7 +257,11 @@ class SparseServer(ValidatingStrategy):
     # -- checking what came back ---------------------------------------------
     def decode_payload(
         self, arrays: dict[str, np.ndarray], node: int
-    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    ) -> tuple[dict[str, np.ndarray], ...]:
+        """(state, masks), and on a round that asked for growth votes (state, masks,
+        votes): the reply checked against what ``node`` was sent."""
+        grow = {k: v for k, v in arrays.items() if wire.GROW_SUFFIX in k}
+        arrays = {k: v for k, v in arrays.items() if wire.GROW_SUFFIX not in k}
         try:
             state, masks = codec.decode_state(arrays, self.shapes, self.dtypes, self.value_dtype)
         except codec.CodecError as exc:
@@ -275,7 +290,36 @@ class SparseServer(ValidatingStrategy):
         for k, v in state.items():
             if np.issubdtype(v.dtype, np.floating) and not np.isfinite(v).all():
                 raise wire.InvalidUpdate(f"{k}: non-finite values")
-        return state, masks
+        if self.round_votes <= 0:
+            if grow:
+                raise wire.InvalidUpdate("growth votes sent on a round that asked for none")
+            return state, masks
+        return state, masks, self._votes(grow, sent)
+
+    def _votes(self, grow: dict[str, np.ndarray], sent: Mapping[str, np.ndarray]
+               ) -> dict[str, np.ndarray]:
+        """A reply's growth votes, checked: one sparse tensor per prunable one, on positions
+        outside the mask it was sent, at most ``ceil(votes * kept)`` of them, finite."""
+        shapes = {k + wire.GROW_SUFFIX: self.shapes[k] for k in self.prunable}
+        try:
+            values, held = codec.decode_state(grow, shapes, value_dtype=self.value_dtype)
+        except codec.CodecError as exc:
+            raise wire.InvalidUpdate(f"undecodable growth votes: {exc}") from exc
+        out = {}
+        for k in self.prunable:
+            v, m = values[k + wire.GROW_SUFFIX], held.get(k + wire.GROW_SUFFIX)
+            if m is None:
+                raise wire.InvalidUpdate(f"{k}{wire.GROW_SUFFIX}: growth votes must be sparse")
+            may = ceil_count(self.round_votes, int(np.count_nonzero(sent[k])))
+            if int(np.count_nonzero(m)) > may or (m & sent[k]).any():
+                raise wire.InvalidUpdate(
+                    f"{k}{wire.GROW_SUFFIX}: {int(np.count_nonzero(m))} votes, "
+                    f"{int(np.count_nonzero(m & sent[k]))} of them on kept positions; this "
+                    f"round allows {may} outside the mask")
+            if not np.isfinite(v).all():
+                raise wire.InvalidUpdate(f"{k}{wire.GROW_SUFFIX}: non-finite values")
+            out[k] = np.where(m, v, 0).astype(np.float32)
+        return out
 
     def max_dropped(self, name: str, sent: int) -> int:
         """Most of the ``sent`` kept weights of tensor ``name`` a client may drop this
@@ -316,8 +360,14 @@ class SparseServer(ValidatingStrategy):
                                     zero_votes=self.grown_average == "all",
                                     residual_start=self.grown_start == "residual")
         # 5-6. the next mask; W keeps or zeroes what it prunes
+        if self.round_votes > 0:  # server-side readjustment: the round's growth votes
+            self.mask_policy.take_votes([r.payload[2] for r in ok],
+                                        [w.weights[c] for c in clients], self.round_votes)
         new_mask = self.mask_policy.next_mask(agg, union, self.M, self.budgets)
         entered = {k: new_mask[k] & ~self.M[k] for k in self.M}
+        if self.round_votes > 0 and self.grown_start == "zero":  # grown by the server: from 0
+            agg = {k: (np.where(entered[k], 0, v).astype(v.dtype) if k in entered else v)
+                   for k, v in agg.items()}
         changes = {k: int(e.sum()) for k, e in entered.items()}
         self.W = restore_residuals(agg, new_mask, self.residuals)
         if self.round_average is not None:
@@ -386,9 +436,9 @@ class SparseServer(ValidatingStrategy):
         offsets, size = {}, 0
         for k in self._float_keys:
             offsets[k], size = size, size + self.W[k].size
-        return Flat([np.concatenate([flat + offsets[k] for k, (flat, _, _) in u.items()])
-                     for u in updates],
-                    [np.concatenate([d for _, _, d in u.values()]) for u in updates], size)
+        scored = [k for k in self._float_keys if k not in self.unscored]
+        return Flat([np.concatenate([u[k][0] + offsets[k] for k in scored]) for u in updates],
+                    [np.concatenate([u[k][2] for k in scored]) for u in updates], size)
 
     def flat_update(self, server_round: int, new: Mapping[str, np.ndarray]) -> np.ndarray:
         """``new`` (a model trained from this round's sparse model) minus that model,
@@ -401,6 +451,8 @@ class SparseServer(ValidatingStrategy):
                 raise ValueError(f"server update: {k} has shape {v.shape}, expected "
                                  f"{self.W[k].shape}")
             d = (v - sent[k]).reshape(-1)
+            if k in self.unscored:
+                d = np.zeros_like(d)
             parts.append(np.where(self.M[k].reshape(-1), d, 0.0) if k in self.M else d)
         out = np.concatenate(parts)
         if not np.all(np.isfinite(out)):

@@ -26,7 +26,9 @@ def test_secure_deployment_runs_fedprune_refuses_every_probe_and_a_malformed_nod
          "--run-config",
          f"strategy='fedprune' num-server-rounds=2 local-epochs=1 max-client-samples=400 "
          f"batch-size=16 lr=0.05 eval-samples=1000 fraction-train=1.0 attack='malformed' "
-         f"attack-fraction=0.34 results-dir='{out}'"],
+         # a reply lost on the way ends its round after 240 s (not the default 600 s,
+         # the script's whole budget), so the failure shows in the round's record
+         f"attack-fraction=0.34 round-timeout=240.0 results-dir='{out}'"],
         capture_output=True, text=True, timeout=900,
     )
     log = proc.stdout + proc.stderr

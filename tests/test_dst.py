@@ -77,3 +77,31 @@ def test_hook_readjusts_part_way_so_regrown_weights_get_trained():
         assert torch.count_nonzero(params[k].detach()[grown]) > 0.9 * int(grown.sum())
         assert torch.all(params[k].detach()[~masks[k].bool()] == 0)
     assert np.isclose(sum(int(m.sum()) for m in masks.values()), sum(budgets.values()))
+
+
+def test_growth_votes_pick_the_largest_summed_gradients_outside_the_mask():
+    from fedprune.dst import growth_votes
+
+    mask = torch.tensor([[1, 0, 0], [0, 1, 0]], dtype=torch.float32)
+    g = torch.tensor([[9.0, -3.0, 0.5], [2.0, 8.0, 0.0]])
+    (votes, values), = growth_votes({"w": g}, {"w": mask}, alpha=0.5).values()
+    # ceil(0.5 * 2 kept) = 1 vote: the largest |g| among the inactive positions (-3)
+    assert votes.tolist() == [[False, True, False], [False, False, False]]
+    assert values.tolist() == [[0.0, -3.0, 0.0], [0.0, 0.0, 0.0]]
+    (votes, _), = growth_votes({"w": g}, {"w": mask}, alpha=1.0).values()
+    assert votes.sum() == 2 and not (votes & mask.bool()).any()
+    # a zero gradient is no vote; a tensor without gradients (frozen) votes for nothing
+    (votes, _), = growth_votes({"w": torch.zeros(2, 3)}, {"w": mask}, alpha=1.0).values()
+    assert not votes.any()
+    assert not growth_votes({}, {"w": mask}, alpha=1.0)["w"][0].any()
+
+
+def test_consensus_move_keeps_the_count():
+    from fedprune.dst import consensus_move
+
+    w = np.array([0.5, -0.1, 0.3, 0.0, 0.0, 0.0])
+    m = np.array([True, True, True, False, False, False])
+    g = np.array([0.0, 0.0, 0.0, 0.2, -0.9, 0.0])
+    out = consensus_move(w, m, g, k=3)  # only two candidates with a gradient
+    assert out.tolist() == [True, False, False, True, True, False]
+    assert consensus_move(w, m, np.zeros(6), k=3).tolist() == m.tolist()

@@ -496,3 +496,86 @@ def test_fedprune_made_like_flowers_strategies_is_built_by_start(tmp_path):
     assert sorted(rounds) == [0, 1, 2] and rounds[2]["clients"] == 3
     assert rounds[2]["density"] == pytest.approx(0.3, abs=0.02)
     assert rounds[2]["dense_accuracy"] is not None and rounds[2]["accuracy"] > rounds[0]["accuracy"]
+
+
+def _vote_reply(s, node, votes, n=50, rnd=1):
+    """A reply to a vote round: the sent model moved by 0.1 plus ``votes`` (name ->
+    dense gradient sums, nonzero where the client votes)."""
+    msg = _client_reply(s, node, n=n, rnd=rnd)
+    grow = codec.encode_state({k + wire.GROW_SUFFIX: g.astype(np.float32) for k, g in votes.items()},
+                              {k + wire.GROW_SUFFIX: g != 0 for k, g in votes.items()})
+    arrays = {k: v.numpy() for k, v in msg.content[wire.ARRAYS].items()}
+    return reply(node, {**arrays, **grow}, {wire.NUM_EXAMPLES: n, wire.TRAIN_LOSS: 1.0}, rnd=rnd)
+
+
+def test_server_readjustment_grows_the_round_gradient_and_drops_the_weakest():
+    """Clients keep their masks and vote; the server grows where the weighted gradient
+    sum is largest (opposite votes cancel) and drops the smallest aggregated weights."""
+    s, rec, grid = _strategy(readjustment="server", clip_updates=0.0,
+                             contribution_weighting=False)
+    msgs = list(s.configure_train(1, ArrayRecord(), config(), grid))
+    cfg = msgs[0].content[wire.CONFIG]
+    assert cfg[wire.DST_ALPHA] == 0.0 and cfg[wire.DST_VOTES] > 0  # clients do not move
+    k = "0.weight"
+    off = np.flatnonzero(~s.M[k].reshape(-1))
+    agree, cancel = off[:2], off[2]
+    votes = []
+    for i in range(3):
+        g = {name: np.zeros(m.shape) for name, m in s.M.items()}
+        g[k].reshape(-1)[agree] = 1.0  # all three push these two the same way
+        g[k].reshape(-1)[cancel] = 2.0 if i == 0 else -1.0  # 2 - 1 - 1 = 0 in sum
+        votes.append(g)
+    before = {n: m.copy() for n, m in s.M.items()}
+    s.aggregate_train(1, [_vote_reply(s, 100 + i, votes[i]) for i in range(3)])
+    assert rec.rounds[1]["clients"] == 3, rec.rounds[1].get("rejected")
+    grown = np.flatnonzero(s.M[k].reshape(-1) & ~before[k].reshape(-1))
+    assert sorted(grown) == sorted(agree)  # the cancelled one did not grow
+    dropped = np.flatnonzero(before[k].reshape(-1) & ~s.M[k].reshape(-1))
+    kept = np.abs(s.W[k].reshape(-1)[before[k].reshape(-1)])
+    assert len(dropped) == 2 and np.all(np.abs(s.W[k].reshape(-1)[dropped]) <= np.sort(kept)[2])
+    assert np.all(s.W[k].reshape(-1)[agree] == 0)  # grown by the server: from zero
+    assert int(s.M[k].sum()) == int(before[k].sum()) and np.array_equal(s.M["2.weight"],
+                                                                          before["2.weight"])
+    assert rec.rounds[1]["mask_changes"] == 2
+
+
+def test_growth_votes_are_checked_against_the_mask_sent_and_the_round():
+    s, rec, grid = _strategy(readjustment="server")
+    s.configure_train(1, ArrayRecord(), config(), grid)
+    k = "0.weight"
+    zero = {name: np.zeros(m.shape) for name, m in s.M.items()}
+    on_kept = {**zero, k: np.where(s.M[k], 1.0, 0.0)}  # votes for positions already kept
+    too_many = {**zero, k: np.where(s.M[k], 0.0, 1.0)}  # every position outside the mask
+    bad = {**zero, k: np.zeros(s.M[k].shape)}
+    bad[k].reshape(-1)[np.flatnonzero(~s.M[k].reshape(-1))[0]] = np.nan
+    s.aggregate_train(1, [_client_reply(s, 100), _vote_reply(s, 101, on_kept),
+                          _vote_reply(s, 102, too_many)])
+    rejected = rec.rounds[1]["rejected"]
+    assert "undecodable growth votes" in rejected["0"]  # a vote round's reply without votes
+    assert "on kept positions" in rejected["1"] and "round allows" in rejected["2"]
+    s.configure_train(2, ArrayRecord(), config(), grid)  # 0.025 of a layer: still votes
+    s.aggregate_train(2, [_vote_reply(s, 100, bad, rnd=2)])
+    assert "non-finite" in rec.rounds[2]["rejected"]["0"]
+    s2, rec2, grid2 = _strategy(readjustment="server", readjust_interval=2)
+    s2.configure_train(1, ArrayRecord(), config(), grid2)  # round 1: no readjustment, no votes
+    s2.aggregate_train(1, [_vote_reply(s2, 100, zero), _client_reply(s2, 101)])
+    assert "asked for none" in rec2.rounds[1]["rejected"]["0"] and rec2.rounds[1]["clients"] == 1
+
+
+def test_features_scope_scores_updates_without_the_output_layer():
+    from fedprune_flwr.strategies.fedprune import head_keys
+
+    s, rec, grid = _strategy(cgsv_scope="features")
+    assert head_keys(s.W) == ["2.weight", "2.bias"] and s.unscored == {"2.weight", "2.bias"}
+    s.configure_train(1, ArrayRecord(), config(), grid)
+    replies = [_client_reply(s, 100 + i, shift=0.1 * (i + 1)) for i in range(3)]
+    from fedprune_flwr.strategies.replies import check_replies
+
+    ok, _ = check_replies(replies, 1, sent={100, 101, 102}, client_of=s.directory.client_of,
+                          payload=s.decode_payload)
+    flat = s._flat([s._update(r) for r in ok])
+    head_start = s.W["0.weight"].size + s.W["0.bias"].size
+    for idx in flat.indices:  # positions of the first layer only: the head is not scored
+        assert idx.size and idx.max() < head_start
+    with pytest.raises(ValueError, match="cgsv_scope"):
+        _strategy(cgsv_scope="head")
