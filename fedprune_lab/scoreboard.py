@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from fedprune.config import ConfigError
@@ -223,7 +224,8 @@ def cell_table(cell: Cell, rs: list[Row], reference: str) -> tuple[str, dict[str
              f"`{cell.study.relative_to(ROOT)}`{' at ' + cell.point if cell.point else ''}; "
              f"metric `{cell.metric}`; {reference}'s upload: {budget:.1f} MB per run", "",
              f"| method | seeds | last-{LAST_K} | best within {reference}'s upload | upload MB "
-             f"| restored dense, last-{LAST_K} | measured | {reference} vs it |",
+             f"| restored dense, last-{LAST_K} (minus sparse, global test set) | measured "
+             f"| {reference} vs it |",
              "|---|---|---|---|---|---|---|---|"]
     verdicts = {}
     for r in rs:
@@ -231,8 +233,13 @@ def cell_table(cell: Cell, rs: list[Row], reference: str) -> tuple[str, dict[str
         within = [x for x in (best_within(x, cell.metric, budget) for x in r.rounds)
                   if x is not None]
         up = [cumulative_up(x)[-1] for x in r.rounds]
-        # the dense model the server restores (FedPrune's W), where the run records it
+        # the dense model the server restores (FedPrune's W), where the run records it,
+        # and its difference to the sparse model on the same (global) test set: in cells
+        # whose metric is the clients' own accuracy the two are not comparable with it
         dense = [x for x in (last_k(x, "dense_accuracy") for x in r.rounds) if x is not None]
+        gap = [d - a for d, a in zip((last_k(x, "dense_accuracy") for x in r.rounds),
+                                     (last_k(x, "accuracy") for x in r.rounds), strict=True)
+               if d is not None and a is not None]
         v = "" if r is ref else verdict(ref_last, last)
         if r is not ref:
             verdicts[r.label] = v
@@ -242,9 +249,17 @@ def cell_table(cell: Cell, rs: list[Row], reference: str) -> tuple[str, dict[str
                                       "not measured yet)" if r.incomplete else "")
         seeds = f"{len(r.rounds)}/{r.seeds_wanted}"
         lines.append(f"| {name} | {seeds} | {_fmt(last)} | {_fmt(within)} | {_fmt(up, '.1f')} "
-                     f"| {_fmt(dense) if dense else '-'} | {measured(r.paths)} "
+                     f"| {_dense(dense, gap)} | {measured(r.paths)} "
                      f"| {v or ('-' if r is not ref else '')} |")
     return "\n".join(lines) + "\n", verdicts
+
+
+def _dense(dense: list[float], gap: list[float]) -> str:
+    """The restored dense model's last-k accuracy and its mean difference to the sparse
+    model's accuracy on the same test set, or ``-`` where the run has no dense model."""
+    if not dense:
+        return "-"
+    return f"{_fmt(dense)} ({float(np.mean(gap)):+.4f})" if gap else _fmt(dense)
 
 
 def _fmt(xs: list[float], spec: str = ".4f") -> str:
