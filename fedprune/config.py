@@ -72,7 +72,8 @@ NOT_COMPUTED = frozenset({"resume", "overwrite", "checkpoint-every", "results-di
 # before them did: a stored config (results.json, checkpoint) without the key ran
 # with this value, not with today's default.
 BEFORE_KEY: dict[str, Any] = {"cgsv-reference": "round", "round-average": 0.0, "optimizer": "sgd",
-                              "readjustment": "client", "cgsv-scope": "model"}
+                              "readjustment": "client", "cgsv-scope": "model",
+                              "cgsv-rule": "scores"}
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,7 @@ class RunConfig:
     cgsv_reference: str = "trusted"
     cgsv_history_beta: float = 0.5
     cgsv_scope: str = "model"
+    cgsv_rule: str = "classes"
     cgsv_root_samples: int = 100
     clip_updates: float = 2.0
     clip_window: int = 1
@@ -307,6 +309,8 @@ class RunConfig:
             (self.growth in ("gradient", "random"), "growth", "must be 'gradient' or 'random'"),
             (self.cgsv_scope in ("model", "features"), "cgsv-scope",
              "must be 'model' or 'features'"),
+            (self.cgsv_rule in ("scores", "classes"), "cgsv-rule",
+             "must be 'scores' or 'classes'"),
             (self.readjustment in ("client", "server"), "readjustment",
              "must be 'client' or 'server'"),
             (0.0 <= self.lambda0 <= 1.0, "lambda0", "must be in [0, 1]"),

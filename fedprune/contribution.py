@@ -16,7 +16,25 @@ and the aggregation weights blend data size and contribution:
     p_i = lambda_t * n_i / sum_j n_j + (1 - lambda_t) * r_i / sum_j r_j
 
 with ``lambda_t`` decaying from ``lambda0`` towards ``lambda_min`` (0 by default;
-schedules in :func:`tradeoff`).
+schedules in :func:`tradeoff`). With ``rule="classes"`` the scores move weight
+only between clients that push the same classes, never from one class to
+another. A client's push on class c is the positive part of its update of the
+output layer's bias there, ``s_ic = max(db_ic, 0) / sum_c' max(db_ic', 0)``
+(uniform when nothing is positive): cross-entropy raises the bias of the
+classes a client's labels hold more of than the model predicts. Each class
+keeps the mass data size gives it, ``m_c = sum_i n_i s_ic / sum n``, shared
+among its pushers by score:
+
+    p_i = lambda_t * n_i / sum_j n_j + (1 - lambda_t) * sum_c m_c n_i r_i s_ic / sum_j n_j r_j s_jc
+
+Equal scores give data size exactly. The price: a class that in some round
+only clients with wrong labels push keeps its mass, and they get it (80%
+symmetric noise pushes the classes a client has no images of). Under strong label skew the cosine of an
+honest client depends on which classes it holds (2 classes per client: the
+10th percentile 0.4 of the median), and proportional scores tilt each round
+towards some classes; here a client competes only with the clients whose
+classes it shares, which is where a client with wrong labels stands against
+clean ones.
 A client whose update points against the others gets phi_i < 0, its score
 sinks to the floor, and its weight shrinks as lambda_t decays.
 
@@ -68,6 +86,7 @@ import numpy as np
 
 SCHEDULES = ("cosine", "linear", "exponential", "constant")
 REFERENCES = ("round", "trusted", "server")
+RULES = ("scores", "classes")
 
 
 def tradeoff(
@@ -136,6 +155,9 @@ class ContributionState:
     # half of the round most aligned with the history of applied updates
     reference: str = "round"
     history_beta: float = 0.5
+    # how scores become weights: proportional to the scores over the round, or within
+    # the classes each client pushes ("classes": needs the clients' class pushes)
+    rule: str = "scores"
     scores: dict[int, float] = field(default_factory=dict)
     last_weight: dict[int, float] = field(default_factory=dict)
     history: np.ndarray | None = None  # unit vector over the flattened float tensors
@@ -150,6 +172,8 @@ class ContributionState:
                              f"valid: {', '.join(REFERENCES)}")
         if not 0.0 <= self.history_beta < 1.0:
             raise ValueError(f"history_beta must be in [0, 1), got {self.history_beta}")
+        if self.rule not in RULES:
+            raise ValueError(f"unknown CGSV rule {self.rule!r}; valid: {', '.join(RULES)}")
 
     @property
     def has_reference(self) -> bool:
@@ -290,12 +314,23 @@ class ContributionState:
         self.history = g
 
     def weights(
-        self, clients: Sequence[int], num_examples: Sequence[int], lam: float
+        self, clients: Sequence[int], num_examples: Sequence[int], lam: float,
+        pushes: Sequence[np.ndarray] | None = None,
     ) -> dict[int, float]:
-        """p_i = lam * n_i / sum n + (1 - lam) * r_i / sum r; remembered for the next round."""
+        """p_i = lam * n_i / sum n + (1 - lam) * r_i / sum r (``rule="classes"``: the second
+        term shares each class's data-size mass among its pushers by score, from
+        ``pushes``, each client's update of the output bias); remembered for the next
+        round."""
         n = np.asarray(num_examples, dtype=np.float64)
         r = np.array([self.scores.get(c, self.floor) for c in clients], dtype=np.float64)
-        p = lam * n / n.sum() + (1.0 - lam) * r / r.sum()
+        if self.rule == "classes":
+            if pushes is None or len(pushes) != len(clients):
+                raise ValueError("rule 'classes' needs one class push (output-bias update) "
+                                 "per client")
+            share = class_shares(n, r, class_pushes(pushes))
+        else:
+            share = r / r.sum()
+        p = lam * n / n.sum() + (1.0 - lam) * share
         out = {c: float(v) for c, v in zip(clients, p, strict=True)}
         self.last_weight.update(out)
         return out
@@ -303,9 +338,33 @@ class ContributionState:
     def to_dict(self) -> dict[str, object]:
         """JSON-able state (for results and checkpoints)."""
         return {"beta": self.beta, "floor": self.floor, "reference": self.reference,
-                "history_beta": self.history_beta,
+                "history_beta": self.history_beta, "rule": self.rule,
                 "scores": {str(k): v for k, v in self.scores.items()},
                 "last_weight": {str(k): v for k, v in self.last_weight.items()}}
+
+
+def class_pushes(pushes: Sequence[np.ndarray]) -> np.ndarray:
+    """(clients x classes) shares ``s_ic``: each client's positive output-bias update,
+    normalised to sum 1 (uniform where no entry is positive or finite)."""
+    rows = []
+    for d in pushes:
+        d = np.asarray(d, np.float64).reshape(-1)
+        if rows and d.size != rows[0].size:
+            raise ValueError(f"class pushes of different lengths: {rows[0].size} and {d.size}")
+        pos = np.where(np.isfinite(d), np.maximum(d, 0.0), 0.0)
+        total = pos.sum()
+        rows.append(pos / total if total > 0 else np.full(d.size, 1.0 / max(d.size, 1)))
+    return np.array(rows)
+
+
+def class_shares(n: np.ndarray, r: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """The contribution term of ``rule="classes"``: sum_c m_c n_i r_i s_ic / sum_j n_j r_j s_jc
+    with m_c = sum_i n_i s_ic / sum n (sums to 1; equals n / sum n for equal scores)."""
+    mass = (n[:, None] * s).sum(0) / n.sum()  # m_c
+    held = n[:, None] * r[:, None] * s  # n_i r_i s_ic
+    per_class = held.sum(0)
+    frac = np.divide(held, per_class, out=np.zeros_like(held), where=per_class > 0)
+    return frac @ mass
 
 
 def data_size_weights(clients: Sequence[int], num_examples: Sequence[int]) -> dict[int, float]:

@@ -49,7 +49,8 @@ _MOVING_MASK = frozenset({"fedprune", "feddst", "fedbt-prune"})
 # (FedDST and the static masks pin contribution-weighting off).
 _CGSV_KEYS = frozenset({"lambda0", "lambda-schedule", "lambda-min", "cgsv-beta", "cgsv-floor",
                         "cgsv-leave-one-out", "cgsv-reference", "cgsv-history-beta",
-                        "cgsv-root-samples", "cgsv-scope"})
+                        "cgsv-root-samples", "cgsv-scope",
+                        "cgsv-rule"})
 _CGSV = frozenset({"fedprune", "fedbt-prune"})
 # The update-clipping keys, read only by FedPrune and FedBT-Prune (FedDST and the
 # static masks pin clip-updates to 0)

@@ -39,10 +39,12 @@ global mask is refilled from ``M`` where the union is short.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from logging import WARNING
 from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord
+from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result
 from torch import nn
@@ -108,6 +110,11 @@ class FedPruneCore(SparseServer):
         data, from server_update_fn); see :mod:`fedprune.contribution`
     cgsv_scope : what CGSV compares: the whole update (``model``) or the feature layers
         only (``features``: without the output layer, :func:`head_keys`)
+    cgsv_rule : how the scores become weights: in proportion over the round (``scores``)
+        or within the classes each client pushes (``classes``: each class keeps its
+        data-size mass, shared among the clients whose output-bias update raises it, by
+        score; a model whose output layer has no bias, e.g. a tied language-model head,
+        gets ``scores``, with a warning)
     server_update_fn : ``fn(round, sent_state, masks) -> trained_state``, needed by
         ``cgsv_reference="server"``: the model sent this round after the same masked
         local training on the server's root data (the ServerApp builds it from
@@ -157,6 +164,7 @@ class FedPruneCore(SparseServer):
         cgsv_reference: str = "trusted",
         cgsv_history_beta: float = 0.5,
         cgsv_scope: str = "model",
+        cgsv_rule: str = "classes",
         server_update_fn: ServerUpdateFn | None = None,
         round_average: float = 0.75,
         **kwargs: Any,
@@ -167,6 +175,15 @@ class FedPruneCore(SparseServer):
             raise ValueError(f"adaptive_min must be in (0, 1], got {adaptive_min}")
         if clip_updates < 0:
             raise ValueError(f"clip_updates must be >= 0 (0 = off), got {clip_updates}")
+        bias = None
+        if contribution_weighting and cgsv_rule == "classes":
+            bias = next((k for k in head_keys(initial_state) if np.ndim(initial_state[k]) == 1),
+                        None)
+            if bias is None:  # no class signal to read: the round-wide rule, said once
+                log(WARNING, "cgsv-rule 'classes' reads the updates of the output layer's "
+                    "bias, and this model's output layer has none: CGSV weights are "
+                    "proportional to the scores over the round ('scores')")
+                cgsv_rule = "scores"
         weighting: CGSVWeighting | DataSizeWeighting = DataSizeWeighting()
         if contribution_weighting:
             root = None
@@ -179,10 +196,11 @@ class FedPruneCore(SparseServer):
                 num_rounds=num_rounds, lambda0=lambda0, schedule=lambda_schedule,
                 lambda_min=lambda_min, beta=cgsv_beta, floor=cgsv_floor,
                 leave_one_out=cgsv_leave_one_out, reference=cgsv_reference,
-                history_beta=cgsv_history_beta, server_update=root)
+                history_beta=cgsv_history_beta, rule=cgsv_rule, server_update=root)
         else:  # checked all the same: a typo must not pass because CGSV is off
             tradeoff(1, num_rounds, lambda0, lambda_schedule, lambda_min)
-            ContributionState(reference=cgsv_reference, history_beta=cgsv_history_beta)
+            ContributionState(reference=cgsv_reference, history_beta=cgsv_history_beta,
+                              rule=cgsv_rule)
         if cgsv_scope not in CGSV_SCOPE:
             raise ValueError(f"cgsv_scope must be one of {CGSV_SCOPE}, got {cgsv_scope!r}")
         if readjustment not in READJUSTMENT:
@@ -204,7 +222,8 @@ class FedPruneCore(SparseServer):
             grown_average=grown_average, grown_start=grown_start,
             density=None if adaptive_density == "none" else self.density_factor,
             dense_evaluate=dense_evaluate,
-            unscored=head_keys(initial_state) if cgsv_scope == "features" else (), **kwargs)
+            unscored=head_keys(initial_state) if cgsv_scope == "features" else (),
+            class_bias=bias, **kwargs)
         self.adaptive_density, self.adaptive_min = adaptive_density, adaptive_min
 
     @property

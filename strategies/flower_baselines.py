@@ -6,7 +6,9 @@ different clients. :class:`SeededSampling` keeps Flower's sample *size* and
 replaces *which* nodes by our seeded draw over stable client ids
 (:class:`~strategies.common.ClientDirectory`), the same draw our own
 strategies use. Everything else (aggregation, server momentum, the proximal
-term's config) is Flower's code, unchanged.
+term's config) is Flower's code, unchanged: :class:`FlowerStrategy` holds an
+instance of Flower's class and delegates to it (composition; it subclasses none
+of Flower's strategies).
 
 ============  ===============================================  =====================
 name          Flower class                                     run-config keys
@@ -32,6 +34,7 @@ from flwr.serverapp.strategy import FedAvgM as _FlowerFedAvgM
 from flwr.serverapp.strategy import FedMedian as _FlowerFedMedian
 from flwr.serverapp.strategy import FedProx as _FlowerFedProx
 from flwr.serverapp.strategy import Krum as _FlowerKrum
+from flwr.serverapp.strategy import Strategy
 
 from fedprune import wire
 
@@ -41,7 +44,7 @@ from .results import RoundRecorder
 
 
 class SeededSampling:
-    """Mixin for Flower's FedAvg family: same sample size, seeded choice of clients.
+    """Same sample size as the strategy it wraps, seeded choice of clients.
 
     Flower's ``configure_train`` / ``configure_evaluate`` run unchanged; their
     messages (one RecordDict shared by all, so addressing them to other nodes
@@ -73,16 +76,50 @@ class SeededSampling:
                         group_id=m.metadata.group_id) for m, n in zip(msgs, nodes, strict=False)]
 
 
-class _Wrapped(RecordingMixin, SeededSampling):
-    """Flower's strategy behind our validation boundary: a reply reaches Flower's
-    ``aggregate_train`` only if its arrays have the keys, shapes and dtypes of what
-    was sent and its metrics are checked numbers with the round's common keys
-    (Flower averages every metric and raises on records whose keys differ)."""
+class _Delegating(Strategy):
+    """Flower's five strategy methods, delegated to ``inner``: one of Flower's strategies,
+    an instance used as Flower ships it (composition, not a base class; Flower's
+    ``start`` is the base class's and calls these)."""
+
+    inner: Strategy
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        return self.inner.configure_train(server_round, arrays, config, grid)
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        return self.inner.aggregate_train(server_round, replies)
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        return self.inner.configure_evaluate(server_round, arrays, config, grid)
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        return self.inner.aggregate_evaluate(server_round, replies)
+
+    def summary(self) -> None:
+        self.inner.summary()
+
+
+class FlowerStrategy(RecordingMixin, SeededSampling, _Delegating):
+    """A Flower strategy behind our validation boundary, with our accounting and seeded
+    sampling: a reply reaches the inner strategy's ``aggregate_train`` only if its
+    arrays have the keys, shapes and dtypes of what was sent and its metrics are
+    checked numbers with the round's common keys (Flower averages every metric and
+    raises on records whose keys differ). ``flower`` is the Flower class; the
+    keyword arguments other than ``recorder`` and ``seed`` build it."""
 
     uniform_metrics = True
+    flower: type[Strategy] = _FlowerFedAvg
 
     def __init__(self, *, recorder: RoundRecorder, seed: int = 0, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        self.inner = self.flower(**kwargs)
         self.recorder = recorder
         self.directory = ClientDirectory(seed=seed)
         self._expected: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
@@ -104,47 +141,57 @@ class _Wrapped(RecordingMixin, SeededSampling):
     def aggregate_replies(
         self, server_round: int, ok: list[Reply]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Flower's own ``aggregate_train`` on the messages of the valid replies (and which
-        of them attacked or had noisy labels: our strategies record these with the weight
-        they gave them)."""
+        """The inner strategy's ``aggregate_train`` on the messages of the valid replies (and
+        which of them attacked or had noisy labels: our strategies record these with the
+        weight they gave them)."""
         self.recorder.add(
             server_round,
             attacker_clients=sorted(r.client for r in ok if wire.is_attacker(r.metrics)),
             noisy_clients=sorted(r.client for r in ok if wire.is_noisy(r.metrics)))
         messages = [r.message for r in ok if r.message is not None]
-        # RecordingMixin.aggregate_train already ran; this is Flower's (via SeededSampling)
-        return super(RecordingMixin, self).aggregate_train(server_round, messages)  # type: ignore[misc]
+        return self.inner.aggregate_train(server_round, messages)
 
 
-class FlowerFedAvg(_Wrapped, _FlowerFedAvg):
+class FlowerFedAvg(FlowerStrategy):
     """``flwr.serverapp.strategy.FedAvg`` (McMahan et al., 2017); our FedAvg's cross-check."""
 
+    flower = _FlowerFedAvg
 
-class FlowerFedAvgM(_Wrapped, _FlowerFedAvgM):
+
+class FlowerFedAvgM(FlowerStrategy):
     """``flwr.serverapp.strategy.FedAvgM`` (Hsu et al., 2019): server momentum on the
     pseudo-gradient ``w - avg``: ``v <- m v + g``, ``w <- w - eta v``."""
 
+    flower = _FlowerFedAvgM
+
     def extra_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """The server momentum vector (Flower's ``momentum_vector``)."""
-        mv = self.momentum_vector or []
+        mv = self.inner.momentum_vector or []  # type: ignore[attr-defined]
         return {str(i): np.asarray(v) for i, v in enumerate(mv)}, {"momentum": len(mv)}
 
     def load_extra_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         n = int(meta["momentum"])
-        self.momentum_vector = [arrays[str(i)] for i in range(n)] if n else None
+        self.inner.momentum_vector = (  # type: ignore[attr-defined]
+            [arrays[str(i)] for i in range(n)] if n else None)
 
 
-class FlowerFedProx(_Wrapped, _FlowerFedProx):
+class FlowerFedProx(FlowerStrategy):
     """``flwr.serverapp.strategy.FedProx`` (Li et al., 2020): sends ``proximal-mu``; our
     client adds ``mu/2 ||w - w_global||^2`` to its local loss."""
 
+    flower = _FlowerFedProx
 
-class FlowerFedMedian(_Wrapped, _FlowerFedMedian):
+
+class FlowerFedMedian(FlowerStrategy):
     """``flwr.serverapp.strategy.FedMedian`` (Yin et al., 2018): the coordinate-wise median
     of the clients' models (a Byzantine-robust baseline)."""
 
+    flower = _FlowerFedMedian
 
-class FlowerKrum(_Wrapped, _FlowerKrum):
+
+class FlowerKrum(FlowerStrategy):
     """``flwr.serverapp.strategy.Krum`` (Blanchard et al., 2017): keeps the one update
     closest (summed squared distance) to its ``n - f - 2`` nearest others, ``f`` =
     ``num_malicious_nodes`` (run-config ``krum-malicious``)."""
+
+    flower = _FlowerKrum

@@ -50,6 +50,9 @@ class Flat:
     indices: list[np.ndarray]
     values: list[np.ndarray]
     size: int
+    # each client's update of the output layer's bias (its class push), when the server
+    # was given that tensor's name (CGSV rule "classes")
+    pushes: list[np.ndarray] | None = None
 
 
 @dataclass
@@ -106,7 +109,9 @@ class CGSVWeighting:
 
     ``r_i`` are the clients' smoothed cosine scores (:class:`ContributionState`:
     beta, floor, leave-one-out, the reference they are measured against and its
-    history factor); lambda_t decays from ``lambda0`` to ``lambda_min`` over
+    history factor; ``rule="classes"`` shares each class's data-size mass among the
+    clients that push it, by score, from :attr:`Flat.pushes`); lambda_t decays from
+    ``lambda0`` to ``lambda_min`` over
     ``num_rounds`` by ``schedule``. ``server_update`` (reference ``server``) is a
     zero-argument function giving the server's own flattened update this round.
     Before there is a reference to score against (the trusted reference's first
@@ -118,7 +123,7 @@ class CGSVWeighting:
     def __init__(self, *, num_rounds: int, lambda0: float = 0.5, schedule: str = "cosine",
                  lambda_min: float = 0.0, beta: float = 0.5, floor: float = 1e-3,
                  leave_one_out: bool = False, reference: str = "trusted",
-                 history_beta: float = 0.5,
+                 history_beta: float = 0.5, rule: str = "scores",
                  server_update: Callable[[int], np.ndarray] | None = None) -> None:
         tradeoff(1, num_rounds, lambda0, schedule, lambda_min)  # validates schedule, floor
         if reference == "server" and server_update is None:
@@ -128,7 +133,8 @@ class CGSVWeighting:
         self.num_rounds = num_rounds
         self.lambda0, self.schedule, self.lambda_min = lambda0, schedule, lambda_min
         self.state_ = ContributionState(beta=beta, floor=floor, leave_one_out=leave_one_out,
-                                        reference=reference, history_beta=history_beta)
+                                        reference=reference, history_beta=history_beta,
+                                        rule=rule)
         self.server_update = server_update
 
     @property
@@ -147,7 +153,7 @@ class CGSVWeighting:
             c.server_update = self.server_update(server_round)
         if c.has_reference:
             phis = c.update_sparse(clients, f.indices, f.values, f.size, n)
-            weights = c.weights(clients, n, lam)
+            weights = c.weights(clients, n, lam, f.pushes)
         else:  # nothing to score against yet (trusted reference, first round)
             phis, weights = {}, data_size_weights(clients, n)
         c.observe(f.indices, f.values, [weights[k] for k in clients], f.size)
@@ -158,7 +164,8 @@ class CGSVWeighting:
         return self.state_.scores
 
     def describe(self) -> str:
-        return (f"CGSV against the {self.state_.reference}, lambda0 {self.lambda0:.2f} "
+        within = ", within classes" if self.state_.rule == "classes" else ""
+        return (f"CGSV against the {self.state_.reference}{within}, lambda0 {self.lambda0:.2f} "
                 f"({self.schedule} to {self.lambda_min:.2f}), beta {self.state_.beta:.2f}")
 
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

@@ -89,6 +89,7 @@ def _fedprune(cfg: RunConfig, recorder: RoundRecorder, model: nn.Module,
         grown_average=cfg.grown_average, grown_start=cfg.grown_start,
         cgsv_reference=cfg.cgsv_reference,
         cgsv_history_beta=cfg.cgsv_history_beta, cgsv_scope=cfg.cgsv_scope,
+        cgsv_rule=cfg.cgsv_rule,
         round_average=cfg.round_average,
     )
     args.update(fixed)

@@ -102,6 +102,7 @@ class SparseServer(ValidatingStrategy):
         density: DensityFn | None = None,
         dense_evaluate: DenseEvaluateFn | None = None,
         unscored: Iterable[str] = (),
+        class_bias: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -141,6 +142,11 @@ class SparseServer(ValidatingStrategy):
         if self.unscored - set(self._float_keys):
             raise ValueError(f"unscored names tensors that are not float tensors of the model: "
                              f"{sorted(self.unscored - set(self._float_keys))}")
+        if class_bias is not None and (class_bias not in self._float_keys
+                                       or self.W[class_bias].ndim != 1):
+            raise ValueError(f"class_bias must name a 1-D float tensor of the model (the "
+                             f"output layer's bias), got {class_bias!r}")
+        self.class_bias = class_bias  # whose updates Flat.pushes carries
         self.last_accepted: list[Reply] = []  # the replies aggregated in the last round
         self._client_masks: dict[int, dict[str, np.ndarray]] = {}  # node -> mask sent
 
@@ -437,8 +443,10 @@ class SparseServer(ValidatingStrategy):
         for k in self._float_keys:
             offsets[k], size = size, size + self.W[k].size
         scored = [k for k in self._float_keys if k not in self.unscored]
+        b = self.class_bias
+        pushes = None if b is None else [_scatter(u[b], self.W[b].size) for u in updates]
         return Flat([np.concatenate([u[k][0] + offsets[k] for k in scored]) for u in updates],
-                    [np.concatenate([u[k][2] for k in scored]) for u in updates], size)
+                    [np.concatenate([u[k][2] for k in scored]) for u in updates], size, pushes)
 
     def flat_update(self, server_round: int, new: Mapping[str, np.ndarray]) -> np.ndarray:
         """``new`` (a model trained from this round's sparse model) minus that model,
@@ -494,6 +502,13 @@ class SparseServer(ValidatingStrategy):
                 if k in res:
                     out[f"dense_{k}"] = float(res[k])
         return out
+
+
+def _scatter(part: tuple[np.ndarray, np.ndarray, np.ndarray], size: int) -> np.ndarray:
+    """One tensor's update (positions, base, delta) as a dense flat vector of ``size``."""
+    out = np.zeros(size, np.float64)
+    out[part[0]] = part[2]
+    return out
 
 
 def initial_masks(

@@ -103,6 +103,27 @@ def test_no_baseline_inherits_fedprune():
         assert isinstance(s, FedPruneCore) == (name in fedprune_family), name
 
 
+def test_flowers_strategies_are_held_not_inherited():
+    """Flower's strategies are composed: no strategy we build subclasses one of Flower's
+    concrete strategies (only its abstract ``Strategy``), and each Flower baseline
+    holds an instance of the Flower class it names."""
+    import flwr.serverapp.strategy as fs
+
+    concrete = tuple(c for c in vars(fs).values()
+                     if isinstance(c, type) and issubclass(c, fs.Strategy) and c is not fs.Strategy)
+    model = model_from_config(RunConfig(), (1, 28, 28), 10)
+    held = 0
+    for name in STRATEGIES:
+        s = build_strategy(RunConfig.from_mapping({"strategy": name}), RoundRecorder(None, {}, 2),
+                           model)
+        assert not isinstance(s, concrete), name
+        inner = getattr(s, "inner", None)
+        if inner is not None:
+            assert type(inner) is type(s).flower and isinstance(inner, concrete), name
+            held += 1
+    assert held == 5  # flower-fedavg, fedavgm, fedprox, fedmedian, krum
+
+
 def test_small_dense_matches_fedprune_kept_parameters():
     full = model_from_config(RunConfig(), (1, 28, 28), 10)
     small = model_from_config(RunConfig.from_mapping({"strategy": "small-dense"}), (1, 28, 28), 10)

@@ -49,6 +49,8 @@ def test_types_and_ranges_are_checked():
         RunConfig.from_mapping({"noise-type": "gaussian"})
     with pytest.raises(ConfigError, match="'grown-start' must be 'zero' or 'residual'"):
         RunConfig.from_mapping({"grown-start": "random"})
+    with pytest.raises(ConfigError, match="'cgsv-rule' must be 'scores' or 'classes'"):
+        RunConfig.from_mapping({"cgsv-rule": "softmax"})
     with pytest.raises(ConfigError, match="'lambda-min' must be in \\[0, lambda0 = 0.5\\]"):
         RunConfig.from_mapping({"lambda-min": 0.7})
     # values that pass a plain range check but fail later (or never): refused up front

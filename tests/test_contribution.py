@@ -176,3 +176,72 @@ def test_server_reference_keeps_a_coherent_majority_of_sign_flippers_at_the_floo
     st.server_update = np.ones(399)
     with pytest.raises(ValueError, match="length"):
         st.update(clients, ups, [support] * 10, n)
+
+
+def test_classes_rule_moves_weight_only_between_clients_of_the_same_classes():
+    # clients 0, 1 push classes 0-1; clients 2, 3 push classes 2-3; nobody below the median
+    state = ContributionState(rule="classes")
+    state.scores = {0: 0.9, 1: 0.5, 2: 0.5, 3: 0.5}
+    up, down = np.array([1.0, 2.0, -1.0, -1.0]), np.array([-1.0, -1.0, 2.0, 1.0])
+    pushes = [up, up, down, down]
+    w = state.weights([0, 1, 2, 3], [100] * 4, lam=0.0, pushes=pushes)
+    # each class group keeps the half of the mass data size gives it, however much
+    # better one of its members scores than the other group ...
+    assert w[0] + w[1] == pytest.approx(0.5) and w[2] + w[3] == pytest.approx(0.5)
+    # ... and inside a group the scores share it
+    assert w[0] / w[1] == pytest.approx(0.9 / 0.5) and w[2] == pytest.approx(w[3])
+    # proportional scores instead hand the first group 1.4 / 2.4 of the round
+    prop = ContributionState(rule="scores")
+    prop.scores = dict(state.scores)
+    wp = prop.weights([0, 1, 2, 3], [100] * 4, lam=0.0)
+    assert wp[0] + wp[1] == pytest.approx(1.4 / 2.4)
+
+
+def test_classes_rule_keeps_a_class_mass_even_when_only_low_scorers_push_it():
+    # client 2 scores a tenth of the others and is the only one to push class 1: the
+    # class keeps its data-size mass, and so client 2 keeps its data-size weight (the
+    # price of never moving weight between classes; docs/method.md)
+    state = ContributionState(rule="classes")
+    state.scores = {0: 0.5, 1: 0.5, 2: 0.05}
+    a, b = np.array([1.0, -1.0]), np.array([-1.0, 1.0])
+    w = state.weights([0, 1, 2], [100] * 3, lam=0.0, pushes=[a, a, b])
+    assert w == pytest.approx({0: 1 / 3, 1: 1 / 3, 2: 1 / 3})
+    # sharing the class with a clean client, it keeps a tenth of that client's share
+    w = state.weights([0, 1, 2], [100] * 3, lam=0.0, pushes=[a, b, b])
+    assert w[2] == pytest.approx((2 / 3) * 0.05 / 0.55) and w[0] == pytest.approx(1 / 3)
+
+
+def test_classes_rule_gives_data_size_for_equal_scores_and_blends_with_lambda():
+    state = ContributionState(rule="classes")
+    state.scores = {1: 0.3, 2: 0.3, 3: 0.3}
+    pushes = [np.array([1.0, 0.0, -1.0]), np.array([0.5, 0.5, -1.0]), np.array([-1.0, -1.0, -1.0])]
+    n = [100, 300, 100]
+    assert state.weights([1, 2, 3], n, lam=0.0, pushes=pushes) == pytest.approx(
+        {1: 0.2, 2: 0.6, 3: 0.2})  # the third pushes nothing up: uniform over the classes
+    state.scores[3] = 0.03
+    w = state.weights([1, 2, 3], n, lam=0.5, pushes=pushes)
+    assert sum(w.values()) == pytest.approx(1.0) and w[3] < 0.2 and w[3] > 0.5 * 0.2
+    with pytest.raises(ValueError, match="class push"):
+        state.weights([1, 2, 3], n, lam=0.5)
+
+
+def test_classes_rule_shares_a_class_by_score_when_scored_by_the_round():
+    rng = np.random.default_rng(1)
+    g = rng.standard_normal(400)
+    state = ContributionState(rule="classes", reference="round")
+    support = np.ones(400, bool)
+    clients = [0, 1, 2, 3]
+    same = np.array([1.0, -1.0])  # every client pushes class 0
+    for _ in range(3):
+        ups = [g + 0.5 * rng.standard_normal(400) for _ in range(3)] + [-g]
+        state.update(clients, ups, [support] * 4, [100] * 4)
+        w = state.weights(clients, [100] * 4, lam=0.0, pushes=[same] * 4)
+    # one class: the rule is the proportional one
+    r = np.array([state.scores[c] for c in clients])
+    assert [w[c] for c in clients] == pytest.approx(list(r / r.sum()))
+    assert w[3] < 0.01
+
+
+def test_an_unknown_rule_is_refused():
+    with pytest.raises(ValueError, match="rule"):
+        ContributionState(rule="softmax")

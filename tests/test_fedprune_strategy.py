@@ -579,3 +579,42 @@ def test_features_scope_scores_updates_without_the_output_layer():
         assert idx.size and idx.max() < head_start
     with pytest.raises(ValueError, match="cgsv_scope"):
         _strategy(cgsv_scope="head")
+
+
+def test_cgsv_classes_rule_scores_within_the_classes_the_output_bias_update_raises():
+    s, rec, grid = _strategy(cgsv_rule="classes")
+    assert s.class_bias == "2.bias" and "within classes" in s.weighting.describe()
+    for rnd in (1, 2, 3):
+        s.configure_train(rnd, ArrayRecord(), config(), grid)
+        s.aggregate_train(rnd, [_client_reply(s, 100, shift=0.1, n=50, rnd=rnd),
+                                _client_reply(s, 101, shift=0.12, n=150, rnd=rnd),
+                                _client_reply(s, 102, shift=-0.3, n=100, rnd=rnd)])
+    ok = s.last_accepted
+    flat = s._flat([s._update(r) for r in ok])
+    # the pushes are the clients' bias updates (every bias entry moved by its shift)
+    shifts = {100: 0.1, 101: 0.12, 102: -0.3}
+    for r, push in zip(ok, flat.pushes, strict=True):
+        assert push.shape == s.W["2.bias"].shape
+        assert np.allclose(push, push[0]) and np.sign(push[0]) == np.sign(shifts[r.node])
+    c, lam = rec.rounds[3]["contributions"], rec.rounds[3]["lambda_t"]
+    assert sum(v["weight"] for v in c.values()) == pytest.approx(1.0)
+    w = {node: c[str(s.directory.client_of[node])]["weight"] for node in (100, 101, 102)}
+    assert w[102] < lam * 100 / 300 + 1e-3  # opposed: little beyond its data-size share
+    with pytest.raises(ValueError, match="rule"):
+        _strategy(cgsv_rule="softmax")
+    from fedprune_flwr.strategies.feddst import StaticSparse
+
+    with pytest.raises(ValueError, match="class_bias"):  # a matrix is no bias
+        StaticSparse(recorder=RoundRecorder(None, {}, 10), initial_state=s.W,
+                     prunable=["0.weight"], num_rounds=10, class_bias="0.weight")
+
+
+def test_cgsv_classes_rule_on_a_head_without_bias_is_the_round_wide_rule_with_a_warning(caplog):
+    import logging
+
+    state = {"0.weight": np.ones((4, 3), np.float32), "1.weight": np.ones((2, 4), np.float32)}
+    with caplog.at_level(logging.WARNING):
+        s = FedPrune(recorder=RoundRecorder(None, {}, 10), initial_state=state,
+                     prunable=list(state), num_rounds=10, cgsv_rule="classes")
+    assert s.class_bias is None and s.weighting.contributions.rule == "scores"
+    assert "output layer has none" in caplog.text
