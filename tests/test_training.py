@@ -44,3 +44,22 @@ def test_training_is_deterministic_given_seed():
         train(model, _small_loader(seed=2), TrainConfig(epochs=1), seed=3)
         outs.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     assert torch.equal(outs[0], outs[1])
+
+
+def test_local_training_raises_the_output_bias_of_the_classes_a_client_holds():
+    """What cgsv-rule='classes' reads (fedprune.contribution.class_pushes): after masked
+    local SGD on two classes, the positive part of the output-bias update sits on them."""
+    import numpy as np
+
+    from fedprune.contribution import class_pushes
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(20, 16), torch.nn.ReLU(),
+                                torch.nn.Linear(16, 10))
+    x = torch.randn(128, 20)
+    y = torch.where(torch.arange(128) % 2 == 0, 3, 7)
+    before = model[3].bias.detach().clone()
+    train(model, [(x[i:i + 16], y[i:i + 16]) for i in range(0, 128, 16)],
+          TrainConfig(epochs=1, lr=0.05, momentum=0.9), seed=0)
+    push = class_pushes([(model[3].bias.detach() - before).numpy()])[0]
+    assert set(np.flatnonzero(push > 0.05)) == {3, 7} and push[[3, 7]].sum() > 0.95
