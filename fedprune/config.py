@@ -145,7 +145,7 @@ class RunConfig:
     cgsv_reference: str = "trusted"
     cgsv_history_beta: float = 0.5
     cgsv_scope: str = "model"
-    cgsv_rule: str = "classes"
+    cgsv_rule: str = "scores"
     cgsv_root_samples: int = 100
     clip_updates: float = 2.0
     clip_window: int = 1

@@ -164,7 +164,7 @@ class FedPruneCore(SparseServer):
         cgsv_reference: str = "trusted",
         cgsv_history_beta: float = 0.5,
         cgsv_scope: str = "model",
-        cgsv_rule: str = "classes",
+        cgsv_rule: str = "scores",
         server_update_fn: ServerUpdateFn | None = None,
         round_average: float = 0.75,
         **kwargs: Any,

@@ -1,4 +1,4 @@
-"""Six methods (and FedPrune's previous default) re-run in-process must reproduce
+"""Six methods (and FedPrune's candidate CGSV rule) re-run in-process must reproduce
 their recorded rounds exactly.
 
 Refactors and hardening must not change what a method computes. Each case runs
@@ -33,8 +33,8 @@ BASE = {"dataset": "mnist-mini", "model": "mlp", "num-server-rounds": 3, "local-
         "lr": 0.05, "readjust-interval": 1, "alpha0": 0.3}
 CASES = {
     "fedprune": {"strategy": "fedprune"},
-    # FedPrune's default until CGSV weighed within classes (cgsv-rule): recorded before it
-    "fedprune-scores": {"strategy": "fedprune", "cgsv-rule": "scores"},
+    # the candidate rule: CGSV weighs within the classes each client pushes
+    "fedprune-classes": {"strategy": "fedprune", "cgsv-rule": "classes"},
     "feddst": {"strategy": "feddst"},
     "static-magnitude": {"strategy": "static-magnitude"},
     "prunefl": {"strategy": "prunefl", "prunefl-initial-epochs": 1, "reconfig-interval": 2},
